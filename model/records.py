@@ -1,0 +1,91 @@
+"""Plain records shared by every layer: a question, the dense series it refers to, and an answer.
+
+No I/O here: tasks/ builds these from files, model/ answers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CATEGORIES: tuple[str, ...] = (
+    "Anomaly Presence",
+    "Anomaly Start",
+    "Anomaly End",
+    "Anomaly Categorization",
+    "Anomaly Magnitude",
+    "Anomaly Identification",
+    "Anomaly Indicator",
+    "Anomaly Correlation",
+)
+TIERS: tuple[str, ...] = ("Tier 1", "Tier 2", "Tier 3")
+
+# Key phrase (lower case) -> canonical category, matched case-insensitively as the reference does.
+_CATEGORY_KEYS: tuple[tuple[str, str], ...] = tuple((c.split()[1].lower(), c) for c in CATEGORIES)
+
+
+def canonical_category(raw: str) -> str | None:
+    """Map a free-form task_category ("anomaly  presence", "Tier-2 Anomaly Start") to its canonical name."""
+    text = str(raw).lower()
+    for key, name in _CATEGORY_KEYS:
+        if key in text:
+            return name
+    return None
+
+
+@dataclass(frozen=True)
+class Question:
+    """One row of arfbench-qa.csv, validated."""
+
+    question_id: int
+    question: str
+    category: str  # canonical name, one of CATEGORIES
+    tier: str  # one of TIERS
+    options: tuple[str, ...]
+    correct_answer: str
+    query_groups: tuple[str, ...]  # one id, or two for pair questions
+    raw_category: str = ""
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.query_groups) > 1
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesGroup:
+    """One query group on its regular grid: values[v, t] at start + t * interval, NaN where missing."""
+
+    group_id: str
+    values: np.ndarray  # float32 [variates, steps]
+    variate_names: tuple[str, ...]  # sorted
+    start_ns: int  # epoch nanoseconds of step 0
+    interval_s: int
+
+    @property
+    def n_variates(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.values.shape[1])
+
+    def timestamp_ns(self, step: int) -> int:
+        return self.start_ns + int(step) * self.interval_s * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an answerer returns for one question."""
+
+    raw_response: str
+    parsed_answer: str | None  # exact option text, or None when it matched no option
+    parse_status: str  # "json" | "answer_line" | "before_period" | "raw" | "direct" | "unmatched"
+    latency_s: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_valid(self) -> bool:
+        return self.parsed_answer is not None
