@@ -1,0 +1,147 @@
+"""The score_corpus Prefect flow: index corpus -> plan shards (resume) -> Ray actor pool -> metrics -> report.
+
+Wiring only: every step is a plain function in tasks/, wrapped here as a Prefect task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from model.answerers import AnswererSpec, answer_priors
+from tasks import answering, report, shards
+from tasks.corpus import load_corpus
+from tasks.store import validate_run_id
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Everything that defines a scoring run (stored in the run record)."""
+
+    corpus: str
+    answerer: str
+    run_id: str
+    out: str
+    ray_address: str | None
+    actors: int
+    num_gpus_per_actor: float
+    shard_size: int
+    repeats: int
+    seed: int
+    model: str | None
+    question_timeout_s: float | None
+    params: tuple[tuple[str, str], ...]
+
+
+# No Prefect retries: storage I/O is retried with backoff inside the tasks; data errors must not be retried.
+load_corpus_task = task(load_corpus, name="load_corpus")
+plan_shards_task = task(shards.plan_shards, name="plan_shards")
+pending_shards_task = task(shards.pending_shards, name="pending_shards")
+compute_metrics_task = task(report.compute_run_metrics, name="compute_metrics")
+record_run_task = task(report.record_run, name="record_run")
+read_leaderboard_task = task(report.read_leaderboard, name="read_leaderboard")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} q/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+
+
+@task(name="answer_shards")
+def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pending: list[shards.Shard], questions: list, total: int) -> list[answering.ShardResult]:
+    """One task drives the whole actor pool (prefect-ray runs stateless tasks, not actors)."""
+    logger = get_run_logger()
+    pool = answering.PoolConfig(
+        actors=config.actors, num_gpus_per_actor=config.num_gpus_per_actor, question_timeout_s=config.question_timeout_s
+    )
+    done_before = total - sum(len(shard.question_ids) for shard in pending)
+    with _progress() as progress, answering.ray_session(config.ray_address):
+        bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="-")
+        started = datetime.now(timezone.utc)
+        answered = 0
+
+        def on_shard(result: answering.ShardResult) -> None:
+            nonlocal answered
+            answered += result.n_questions
+            elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+            progress.update(bar, advance=result.n_questions, rate=f"{answered / max(elapsed, 1e-9):.2f}")
+            logger.info(
+                "shard %05d: %d questions (%d ok, %d error) in %.1f s on node %s",
+                result.index, result.n_questions, result.n_ok, result.n_error, result.seconds, (result.node_id or "-")[:12],
+            )
+
+        return answering.answer_shards(config.corpus, spec, run_id, config.out, pending, questions, pool, on_shard)
+
+
+def expand_run_id(run_id: str, now: datetime | None = None) -> str:
+    """"{date}" in a run id becomes the UTC date (YYYYMMDD), so a scheduled deployment gets a new run each night."""
+    return validate_run_id(run_id.replace("{date}", (now or datetime.now(timezone.utc)).strftime("%Y%m%d")))
+
+
+def run_ids_for(run_id: str, repeats: int) -> list[str]:
+    """One run id per repeat: R itself for a single run, R-r1..R-rN for repeats (metrics per run, never pooled)."""
+    validate_run_id(run_id)
+    return [run_id] if repeats == 1 else [f"{run_id}-r{k}" for k in range(1, repeats + 1)]
+
+
+@flow(name="score-corpus", log_prints=True)
+def score_corpus(
+    corpus: str,
+    answerer: str = "stat",
+    run_id: str = "run",
+    out: str = "results",
+    ray_address: str | None = None,
+    actors: int = 2,
+    num_gpus_per_actor: float = 0.0,
+    shard_size: int = 16,
+    repeats: int = 1,
+    seed: int = 0,
+    model: str | None = None,
+    question_timeout_s: float | None = 600.0,
+    answerer_params: dict[str, str] | None = None,
+) -> list[dict]:
+    """Score `corpus` with `answerer`; answers, metrics and run records land under `out`. Returns the leaderboard
+    rows of this flow's runs. Re-running with the same run_id answers only the shards not yet written."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    logger = get_run_logger()
+    # Each actor gets one CPU: CPU answerers use one thread there (no oversubscription across actors).
+    settings = {"threads": "1", **(answerer_params or {}), **({"model": model} if model else {})}
+    params = tuple(sorted(settings.items()))
+    config = ScoreConfig(
+        corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed, model, question_timeout_s, params
+    )
+    index = load_corpus_task(corpus)
+    logger.info("corpus %s: %d questions, %d with problems", corpus, len(index.questions), len({p.question_id for p in index.problems}))
+    priors = answer_priors(index.questions)
+    planned = plan_shards_task(index.questions, shard_size)
+    run_id = expand_run_id(run_id)
+    run_ids = run_ids_for(run_id, repeats)
+    for repeat, this_run in enumerate(run_ids):
+        started = datetime.now(timezone.utc)
+        spec = AnswererSpec(name=answerer, seed=seed + repeat, answer_priors=priors, params=params)
+        pending = pending_shards_task(planned, out, this_run)
+        logger.info("run %s: %d of %d shards to answer (%d already written)", this_run, len(pending), len(planned), len(planned) - len(pending))
+        answer_shards_task(config, spec, this_run, pending, index.questions, len(index.questions))
+        compute_metrics_task(out, this_run)
+        record_run_task(out, this_run, answerer=answerer, corpus=corpus, corpus_checksum=index.checksum, config=config, started_at=started, ended_at=datetime.now(timezone.utc))
+    board = read_leaderboard_task(out, run_ids)
+    create_markdown_artifact(report.leaderboard_markdown(board), key=_artifact_key(run_id), description=f"arfscore leaderboard for {run_id}")
+    return board.to_dict("records")
+
+
+def _artifact_key(run_id: str) -> str:
+    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
+    cleaned = "".join(ch if ch.isalnum() else "-" for ch in run_id.lower()).strip("-")
+    return f"leaderboard-{cleaned or 'run'}"
