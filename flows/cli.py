@@ -88,12 +88,103 @@ def validate(
     console.print("[green]valid[/green]")
 
 
+def _print_leaderboard(board, title: str = "leaderboard") -> None:
+    table = Table(title=title)
+    for column in ("answerer", "run", "n", "accuracy", "macro F1", "invalid", "errors"):
+        table.add_column(column, justify="left" if column in ("answerer", "run") else "right")
+    for row in board.itertuples():
+        f1 = "-" if row.macro_f1 is None or row.macro_f1 != row.macro_f1 else f"{row.macro_f1:.3f}"
+        table.add_row(row.answerer, row.run_id, str(row.n), f"{row.accuracy:.3f}", f1, str(row.invalid), str(row.n_error))
+    console.print(table)
+
+
+@app.command()
+def score(
+    corpus: str = typer.Argument(..., help="corpus directory or s3://bucket/prefix"),
+    answerer: str = typer.Option("stat", "--answerer", help="random | frequent | stat | hybrid"),
+    run_id: str = typer.Option(..., "--run-id", help="[A-Za-z0-9._-]; rerunning the same id resumes it"),
+    out: str = typer.Option("results", "--out", help="results directory or s3://bucket/prefix"),
+    ray_address: str = typer.Option(None, "--ray-address", help="existing Ray cluster (default: start a local one)"),
+    actors: int = typer.Option(2, "--actors", min=1),
+    num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor", min=0.0),
+    shard_size: int = typer.Option(16, "--shard-size", min=1),
+    repeats: int = typer.Option(1, "--repeats", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option(None, "--model", help="model directory (hybrid answerer)"),
+) -> None:
+    """Score a corpus through the Prefect flow and a Ray actor pool; print the leaderboard."""
+    import pandas as pd
+
+    from flows.score import score_corpus
+
+    rows = score_corpus(
+        corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
+        num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed, model=model,
+    )
+    _print_leaderboard(pd.DataFrame(rows), title=f"leaderboard: {run_id}")
+
+
+@app.command()
+def report(
+    out: str = typer.Option("results", "--out"),
+    run_id: list[str] = typer.Option(None, "--run-id", help="only these runs (repeatable)"),
+    by_category: bool = typer.Option(False, "--by-category", help="also print accuracy per category and tier"),
+) -> None:
+    """Print the leaderboard (and optionally the category x tier table) from the DuckDB views."""
+    from tasks.report import read_leaderboard
+    from tasks.store import open_views
+
+    board = read_leaderboard(out, run_id or None)
+    if board.empty:
+        console.print(f"no runs under {out}")
+        raise typer.Exit(1)
+    _print_leaderboard(board)
+    if by_category:
+        con = open_views(out)
+        frame = con.execute("select * from category_tier order by answerer, run_id, tier, category").df()
+        con.close()
+        console.print(frame.to_string(index=False))
+
+
+@app.command()
+def sql(
+    out: str = typer.Option("results", "--out"),
+    query: str = typer.Option(None, "--query", "-q", help="run one SQL query against the views and print it"),
+) -> None:
+    """Create or refresh the DuckDB file with every view of sql/; optionally run a query."""
+    from tasks.store import open_views, run_sql_asserts
+
+    con = open_views(out)
+    views = [row[0] for row in con.execute("select view_name from duckdb_views() where not internal order by 1").fetchall()]
+    console.print(f"views: {', '.join(views)}")
+    failures = {name: rows for name, rows in run_sql_asserts(con).items() if rows}
+    if failures:
+        console.print(f"[red]data assertions failed[/red]: {failures}")
+    if query:
+        console.print(con.execute(query).df().to_string(index=False))
+    con.close()
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("demo"), "--out"), seed: int = typer.Option(0, "--seed")) -> None:
-    """Synthesize a small corpus and validate it (the built-in default job)."""
+    """The built-in default job: synthesize a corpus, validate it, score it with stat, frequent and random."""
     corpus = out / "corpus"
-    synth(corpus, questions=48, max_variates=24, max_steps=2048, seed=seed, min_variates=1, min_steps=256)
+    results = str(out / "results")
+    synth(corpus, questions=96, max_variates=64, max_steps=4000, seed=seed, min_variates=1, min_steps=256)
     validate(str(corpus), questions_only=False)
+    from flows.score import score_corpus
+
+    for name in ("stat", "frequent", "random"):
+        score_corpus(corpus=str(corpus), answerer=name, run_id=f"demo-{name}", out=results, seed=seed)
+    from tasks.report import read_leaderboard
+
+    _print_leaderboard(read_leaderboard(results), title="demo leaderboard")
+    console.print(
+        f"query the results with SQL, e.g.:\n  .venv/bin/arfscore sql --out {results} -q "
+        "\"select category, tier, answerer, accuracy from category_tier order by category, answerer\""
+    )
 
 
 if __name__ == "__main__":
