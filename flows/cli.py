@@ -11,24 +11,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+def _progress():
+    from tasks.report import progress_bar
+
+    return progress_bar(console)
 
 
 @app.command()
@@ -170,6 +162,18 @@ def sql(
     con.close()
     if failures:
         raise typer.Exit(1)
+
+
+@app.command("make-tiny-model")
+def make_tiny_model(
+    out: Path = typer.Argument(..., help="directory for the artifact (vlm/, toto/, ts_modules.pt, config.json)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a random tiny Toto-1.0-QA model in the published artifact layout (tests and CPU demos)."""
+    from tasks.tiny_model import make_tiny_model as write_tiny_model
+
+    path = write_tiny_model(str(out), seed=seed)
+    console.print(f"wrote a tiny hybrid model to {path}")
 
 
 @app.command()

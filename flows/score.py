@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from model.answerers import AnswererSpec, answer_priors
 from tasks import answering, report, shards
@@ -46,18 +45,6 @@ record_run_task = task(report.record_run, name="record_run")
 read_leaderboard_task = task(report.read_leaderboard, name="read_leaderboard")
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} q/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-
-
 @task(name="answer_shards")
 def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pending: list[shards.Shard], questions: list, total: int) -> list[answering.ShardResult]:
     """One task drives the whole actor pool (prefect-ray runs stateless tasks, not actors)."""
@@ -66,8 +53,8 @@ def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pen
         actors=config.actors, num_gpus_per_actor=config.num_gpus_per_actor, question_timeout_s=config.question_timeout_s
     )
     done_before = total - sum(len(shard.question_ids) for shard in pending)
-    with _progress() as progress, answering.ray_session(config.ray_address):
-        bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="-")
+    with report.progress_bar() as progress, answering.ray_session(config.ray_address):
+        bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="- q/s")
         started = datetime.now(timezone.utc)
         answered = 0
 
@@ -75,7 +62,7 @@ def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pen
             nonlocal answered
             answered += result.n_questions
             elapsed = (datetime.now(timezone.utc) - started).total_seconds()
-            progress.update(bar, advance=result.n_questions, rate=f"{answered / max(elapsed, 1e-9):.2f}")
+            progress.update(bar, advance=result.n_questions, rate=f"{answered / max(elapsed, 1e-9):.2f} q/s")
             logger.info(
                 "shard %05d: %d questions (%d ok, %d error) in %.1f s on node %s",
                 result.index, result.n_questions, result.n_ok, result.n_error, result.seconds, (result.node_id or "-")[:12],

@@ -11,12 +11,27 @@ from importlib import metadata
 from typing import Any
 
 import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tasks.metrics import compute_metrics
 from tasks.store import open_views, read_answers, write_metrics, write_run_record
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = ("answerer", "run_id", "n", "accuracy", "macro_f1", "invalid", "n_error")
 _VERSIONED = ("arfscore", "prefect", "ray", "pyarrow", "duckdb", "torch", "transformers", "numpy", "scikit-learn")
+
+
+def progress_bar(console: Any = None) -> Progress:
+    """The bar long jobs show: done / total, a rate field the caller fills, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def compute_run_metrics(out: str, run_id: str) -> str:
