@@ -86,13 +86,14 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=320)
     parser.add_argument("--max-variates", type=int, default=64)
     parser.add_argument("--max-steps", type=int, default=4000)
+    parser.add_argument("--realism", type=float, default=0.0, help="fraction of groups with production-like noise (0-1)")
     parser.add_argument("--show-errors", action="store_true")
     parser.add_argument("--stat-param", action="append", default=[], metavar="KEY=VALUE", help="stat answerer setting, e.g. threshold_offset=-4")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     stat_params = tuple(tuple(item.split("=", 1)) for item in args.stat_param)
     for seed in seeds:
-        config = SynthConfig(n_questions=args.questions, max_variates=args.max_variates, max_steps=args.max_steps, seed=seed)
+        config = SynthConfig(n_questions=args.questions, max_variates=args.max_variates, max_steps=args.max_steps, seed=seed, realism=args.realism)
         with tempfile.TemporaryDirectory(prefix="arfscore-acc-") as directory:
             started = time.perf_counter()
             synthesize_corpus(directory, config)

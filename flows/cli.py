@@ -32,6 +32,10 @@ def synth(
     seed: int = typer.Option(0, "--seed"),
     min_variates: int = typer.Option(1, "--min-variates", min=1, help="use = --max-variates for fixed-size groups"),
     min_steps: int = typer.Option(64, "--min-steps", min=16, help="use = --max-steps for fixed-size groups"),
+    realism: float = typer.Option(
+        0.5, "--realism", min=0.0, max=1.0,
+        help="fraction of groups with production-like noise (autocorrelated, louder, benign outliers); 0 = clean",
+    ),
 ) -> None:
     """Write a synthetic ARFBench-style corpus (all categories and tiers, answers known by construction)."""
     from tasks.synthetic import SynthConfig, plan_corpus, synthesize_corpus
@@ -39,7 +43,7 @@ def synth(
     try:
         config = SynthConfig(
             n_questions=questions, max_variates=max_variates, max_steps=max_steps, seed=seed,
-            min_variates=min(min_variates, max_variates), min_steps=min(min_steps, max_steps),
+            min_variates=min(min_variates, max_variates), min_steps=min(min_steps, max_steps), realism=realism,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -181,7 +185,7 @@ def demo(out: Path = typer.Option(Path("demo"), "--out"), seed: int = typer.Opti
     """The built-in default job: synthesize a corpus, validate it, score it with stat, frequent and random."""
     corpus = out / "corpus"
     results = str(out / "results")
-    synth(corpus, questions=96, max_variates=64, max_steps=4000, seed=seed, min_variates=1, min_steps=256)
+    synth(corpus, questions=96, max_variates=64, max_steps=4000, seed=seed, min_variates=1, min_steps=256, realism=0.5)
     validate(str(corpus), questions_only=False)
     from flows.score import score_corpus
 

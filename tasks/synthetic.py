@@ -88,6 +88,9 @@ class SynthConfig:
     missing_fraction: float = 0.01  # rows dropped from the long table (gaps)
     null_fraction: float = 0.002  # rows kept with a null value
     target_rows_per_row_group: int = 1_000_000
+    # Fraction of groups with production-like noise: autocorrelated (AR(1)), twice as loud, with benign one-step
+    # outliers in any variate. 0 keeps every group clean white noise (the default for tests).
+    realism: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_questions < 1:
@@ -98,6 +101,8 @@ class SynthConfig:
             raise ValueError(f"need 1 <= min_variates <= max_variates, got {self.min_variates}, {self.max_variates}")
         if self.max_steps < 16:
             raise ValueError(f"max_steps must be >= 16, got {self.max_steps}")
+        if not 0.0 <= self.realism <= 1.0:
+            raise ValueError(f"realism must be in [0, 1], got {self.realism}")
         if not 0 <= self.missing_fraction < 0.5 or not 0 <= self.null_fraction < 0.5:
             raise ValueError("missing_fraction and null_fraction must be in [0, 0.5)")
 
@@ -129,6 +134,7 @@ class GroupPlan:
     variate_names: tuple[str, ...]  # sorted
     anomaly: AnomalySpec | None
     seed: int
+    noise_ar: float = 0.0  # > 0: production-like noise (AR(1) coefficient), louder, with benign outliers
 
     @property
     def group_id(self) -> str:
@@ -368,7 +374,11 @@ def plan_corpus(config: SynthConfig) -> CorpusPlan:
         n_steps = overrides.pop("n_steps", None) or _log_uniform_int(rng, min(config.min_steps, config.max_steps), config.max_steps)
         if anomaly_kind is ...:
             anomaly_kind = None if rng.random() < config.no_anomaly_fraction else "random"
-        return plan_group(rng, incident, index, n_variates, n_steps, anomaly_kind=anomaly_kind, **overrides)
+        group = plan_group(rng, incident, index, n_variates, n_steps, anomaly_kind=anomaly_kind, **overrides)
+        # Drawn only when asked for, so corpora with realism 0 stay identical to earlier releases of a seed.
+        if config.realism > 0 and rng.random() < config.realism:
+            group = replace(group, noise_ar=float(rng.uniform(0.5, 0.9)))
+        return group
 
     for number in range(config.n_questions):
         category = CATEGORIES[number % len(CATEGORIES)]
@@ -423,7 +433,16 @@ def _base_values(rng: np.random.Generator, group: GroupPlan, rows: np.ndarray) -
     count = len(rows)
     level = np.exp(rng.normal(3.0, 1.5, size=count))
     noise_scale = level * rng.uniform(0.02, 0.06, size=count)
-    values = level[:, None] + noise_scale[:, None] * rng.standard_normal((count, group.n_steps))
+    noise = rng.standard_normal((count, group.n_steps))
+    if group.noise_ar > 0:
+        # Production-like noise: autocorrelated (stationary AR(1)), twice as loud, with benign one-step outliers.
+        from scipy.signal import lfilter
+
+        noise = lfilter([np.sqrt(1.0 - group.noise_ar**2)], [1.0, -group.noise_ar], noise, axis=1)
+        noise_scale = noise_scale * 2.0
+        outliers = rng.random(noise.shape) < 2e-4
+        noise[outliers] += rng.choice([-1.0, 1.0], size=int(outliers.sum())) * rng.uniform(5.0, 9.0, size=int(outliers.sum()))
+    values = level[:, None] + noise_scale[:, None] * noise
     for period_s, weight in ((86_400, 0.15), (7 * 86_400, 0.05)):
         period = period_s / group.interval_s
         if 4 <= period <= group.n_steps / 2:

@@ -207,3 +207,14 @@ def test_s3_read_equals_local_read(small_corpus, s3_server):
         a, b = remote.open_group(group_id), local.open_group(group_id)
         np.testing.assert_array_equal(a.values, b.values)
         assert a.variate_names == b.variate_names and a.start_ns == b.start_ns
+
+
+def test_realistic_noise_groups_are_valid_and_opt_in(tmp_path):
+    clean = plan_corpus(SynthConfig(n_questions=16, max_variates=4, max_steps=128, seed=5))
+    assert all(group.noise_ar == 0 for group in clean.groups)
+    config = SynthConfig(n_questions=16, max_variates=4, max_steps=128, seed=5, realism=1.0)
+    plan = synthesize_corpus(str(tmp_path / "real"), config)
+    assert all(0.5 <= group.noise_ar <= 0.9 for group in plan.groups)
+    assert validate_corpus(str(tmp_path / "real")).ok
+    with pytest.raises(ValueError, match="realism"):
+        SynthConfig(realism=1.5)
