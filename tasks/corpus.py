@@ -57,34 +57,135 @@ class CorpusError(RuntimeError):
     """The corpus as a whole cannot be read (no csv, missing columns, storage unreachable)."""
 
 
+# Storage retries (DESIGN.md section 10: retries only on I/O, never on data errors). Both are read from the
+# environment on each call, so a test (or an operator) can make an outage fail fast.
+IO_RETRIES_ENV = "ARFSCORE_IO_RETRIES"  # attempts per storage action (default 4)
+IO_BACKOFF_ENV = "ARFSCORE_IO_BACKOFF_S"  # delay before the 2nd attempt, doubled each time (default 0.5 s)
+DEFAULT_IO_RETRIES = 4
+DEFAULT_IO_BACKOFF_S = 0.5
+# botocore settings for S3: a dead or black-holed endpoint must fail within seconds, not botocore's default
+# 60 s connect timeout x 5 legacy attempts; the outer retries above provide the backoff across an outage.
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 60.0
+S3_MAX_ATTEMPTS = 2  # botocore attempts per request ("standard" mode), inside each with_io_retries attempt
+
+
+def s3_filesystem() -> fsspec.AbstractFileSystem:
+    """The s3fs filesystem used for corpora and results: endpoint from the environment, short timeouts."""
+    import s3fs  # imported here: local runs never need boto
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+    # Region comes from AWS_DEFAULT_REGION: passing region_name here breaks S3-compatible servers.
+    config_kwargs = {
+        "connect_timeout": S3_CONNECT_TIMEOUT_S,
+        "read_timeout": S3_READ_TIMEOUT_S,
+        "retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+    }
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs, config_kwargs=config_kwargs)
+
+
 def filesystem_for(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """fsspec filesystem and root path for a local directory or an s3:// URL."""
     if location.startswith("s3://"):
-        import s3fs  # imported here: local runs never need boto
-
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-        # Region comes from AWS_DEFAULT_REGION: passing region_name here breaks S3-compatible servers.
-        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs)
-        return fs, location[len("s3://") :].rstrip("/")
+        return s3_filesystem(), location[len("s3://") :].rstrip("/")
     fs = fsspec.filesystem("file")
     return fs, os.path.abspath(location).rstrip("/") or "/"
 
 
-def with_io_retries(action: Callable[[], T], what: str, *, attempts: int = 4, first_delay_s: float = 0.5) -> T:
-    """Run an I/O action, retrying transient storage errors with exponential backoff (never data errors)."""
-    delay = first_delay_s
+def _transient_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types of a storage outage: connection refused/reset, timeouts, truncated responses."""
+    kinds: list[type[BaseException]] = [OSError, TimeoutError]
+    try:  # botocore's connection errors are not OSError (EndpointConnectionError, ReadTimeoutError, ...)
+        import botocore.exceptions as boto_errors
+
+        names = ("ConnectionError", "HTTPClientError", "IncompleteReadError", "ResponseStreamingError")
+        kinds += [getattr(boto_errors, name) for name in names if hasattr(boto_errors, name)]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        kinds.append(ClientError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+# Deterministic answers from storage: retrying them cannot help.
+_PERMANENT_IO_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient_io_error(error: BaseException) -> bool:
+    """True for errors worth retrying (the storage may come back); False for data and permanent errors."""
+    if isinstance(error, (SeriesError, CorpusError, *_PERMANENT_IO_ERRORS)):
+        return False
+    return isinstance(error, _transient_error_types())
+
+
+def io_retry_settings() -> tuple[int, float]:
+    """(attempts, first backoff in seconds) from ARFSCORE_IO_RETRIES / ARFSCORE_IO_BACKOFF_S."""
+    try:
+        attempts = max(1, int(os.environ.get(IO_RETRIES_ENV, DEFAULT_IO_RETRIES)))
+        backoff = max(0.0, float(os.environ.get(IO_BACKOFF_ENV, DEFAULT_IO_BACKOFF_S)))
+    except ValueError as error:
+        raise CorpusError(f"{IO_RETRIES_ENV} must be an integer and {IO_BACKOFF_ENV} a number ({error})") from error
+    return attempts, backoff
+
+
+def with_io_retries(action: Callable[[], T], what: str, *, attempts: int | None = None, first_delay_s: float | None = None) -> T:
+    """Run an I/O action, retrying transient storage errors with exponential backoff (never data errors).
+
+    After the last attempt the error becomes a CorpusError naming `what` (the full location, e.g. an s3:// URL).
+    Defaults come from ARFSCORE_IO_RETRIES and ARFSCORE_IO_BACKOFF_S.
+    """
+    default_attempts, default_delay = io_retry_settings()
+    attempts = default_attempts if attempts is None else max(1, attempts)
+    delay = default_delay if first_delay_s is None else first_delay_s
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (SeriesError, CorpusError, FileNotFoundError):
-            raise
-        except (OSError, TimeoutError) as error:  # botocore/aiohttp connection errors surface as OSError
+        except BaseException as error:
+            if not is_transient_io_error(error):
+                raise
             if attempt == attempts:
-                raise CorpusError(f"{what}: storage unreachable after {attempts} attempts ({error})") from error
+                detail = " ".join(str(error).split()) or type(error).__name__
+                raise CorpusError(f"{what}: storage unreachable after {attempts} attempt(s) ({type(error).__name__}: {detail})") from error
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+class _TrackedReads:
+    """A file handle that remembers the first error its reads raised.
+
+    pyarrow reports a failed read from a Python file as a corrupt file in some code paths; with this record a
+    storage outage in the middle of a Parquet read is retried as I/O instead of becoming an error row.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: BaseException | None = None
+
+    def _tracked(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._handle, method)(*args)
+        except Exception as error:
+            if self.error is None:
+                self.error = error
+            raise
+
+    def read(self, *args: Any) -> Any:
+        return self._tracked("read", *args)
+
+    def readinto(self, *args: Any) -> Any:
+        return self._tracked("readinto", *args)
+
+    def seek(self, *args: Any) -> Any:
+        return self._tracked("seek", *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
 
 
 @dataclass
@@ -113,12 +214,22 @@ class Corpus:
             raise SeriesError(f"{SERIES_DIR}/{group_id}_*.parquet", "query_group", f"no parquet file for {group_id!r}")
         fs, _ = filesystem_for(self.location)
         label = self._label(group_file.path)
+        where = f"{self.location.rstrip('/')}/{label}"
 
         def read() -> SeriesGroup:
-            with fs.open(group_file.path, "rb") as handle:
-                return read_dense(handle, group_file, file=label)
+            try:
+                with fs.open(group_file.path, "rb") as raw:
+                    handle = _TrackedReads(raw)
+                    try:
+                        return read_dense(handle, group_file, file=label)
+                    except SeriesError:
+                        if handle.error is not None and is_transient_io_error(handle.error):
+                            raise handle.error from None  # an outage mid-read, not a bad file: retry
+                        raise
+            except FileNotFoundError as error:
+                raise CorpusError(f"{where}: listed when the corpus was indexed but now missing ({error})") from error
 
-        return with_io_retries(read, label)
+        return with_io_retries(read, where)
 
     def _label(self, path: str) -> str:
         """A path as users know it: relative to the corpus location."""
@@ -191,8 +302,9 @@ def _read_qa_table(fs: fsspec.AbstractFileSystem, root: str) -> tuple[pd.DataFra
 def load_corpus(location: str) -> Corpus:
     """Index a corpus: parse and check every question row, list series files. Reads no series data."""
     fs, root = filesystem_for(location)
-    table, checksum = with_io_retries(lambda: _read_qa_table(fs, root), f"{location}/{QA_FILE}")
-    group_files, problems = with_io_retries(lambda: _list_group_files(fs, root), f"{location}/{SERIES_DIR}")
+    where = location.rstrip("/")
+    table, checksum = with_io_retries(lambda: _read_qa_table(fs, root), f"{where}/{QA_FILE}")
+    group_files, problems = with_io_retries(lambda: _list_group_files(fs, root), f"{where}/{SERIES_DIR}")
     id_column = next((column for column in ID_COLUMNS if column in table.columns), None)
     questions: list[Question] = []
     seen_ids: set[int] = set()

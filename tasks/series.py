@@ -172,7 +172,7 @@ def read_dense(source: str | BinaryIO, group_file: GroupFile, *, file: str | Non
         if out_of_range.any():
             bad = int(np.flatnonzero(out_of_range)[0])
             raise SeriesError(
-                label, "value", f"{int(out_of_range.sum())} values are infinite or beyond float32 range (e.g. {raw[bad]!r})"
+                label, "value", f"{int(out_of_range.sum())} values are infinite or beyond float32 range (e.g. {float(raw[bad])!r})"
             )
         codes, dictionaries = _group_codes(table.column("group"), label)
         start = 0

@@ -9,7 +9,8 @@ Layout under ``out`` (a local directory or an ``s3://`` URL; DESIGN.md section 7
 
 Every file is written whole to a temporary name in its final directory (".<name>.<random>.tmp") and then renamed,
 so a file exists only when complete and a killed run resumes by skipping the shards already there. On object
-stores the final key is created by one PUT/COPY, which is atomic as well.
+stores the final key is created by one PUT/COPY, which is atomic as well. Readers never read temp files;
+remove_temp_files deletes those a killed run left (the flow calls it when a run starts or resumes).
 
 Functions are plain, typed and small (verb_noun), so flows can wrap them as Prefect tasks and tests call them
 directly. Each takes an optional fsspec ``filesystem``; without one, a ``scheme://`` URL is resolved with fsspec
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -45,6 +47,7 @@ __all__ = [
     "open_views",
     "read_answers",
     "read_metrics",
+    "remove_temp_files",
     "run_record_path",
     "run_sql_asserts",
     "shard_path",
@@ -119,6 +122,11 @@ RUN_SCHEMA = pa.schema(
 
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SHARD_FILE = re.compile(r"shard=(\d+)\.parquet")
+# Temp names written by _write_table_atomic: ".<final name>.<32 hex>.tmp".
+_TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+# Test hook (tests/test_faults_kill.py): seconds write_shard waits after the temp file is complete and before the
+# rename, so a test can kill a run deterministically while a shard is mid-write. Unset in normal use.
+PAUSE_AFTER_TEMP_WRITE_ENV = "ARFSCORE_TEST_PAUSE_AFTER_TEMP_WRITE"
 _GLOB_CHARS = set("*?[]{}")
 
 # Placeholders in sql/staging/*.sql -> (glob under out, schema of the files). See open_views.
@@ -171,6 +179,10 @@ def _filesystem(out: str | os.PathLike[str], filesystem: fsspec.AbstractFileSyst
     if filesystem is not None:
         return None if isinstance(filesystem, LocalFileSystem) else filesystem
     text = os.fspath(out)
+    if text.startswith("s3://"):
+        from tasks.corpus import s3_filesystem  # same endpoint, timeouts and retries as corpus reads
+
+        return s3_filesystem()
     if "://" in text and not text.startswith("file://"):
         fs, _ = fsspec.core.url_to_fs(text)
         return fs
@@ -184,36 +196,100 @@ def _local(path: str) -> Path:
 # ---------------------------------------------------------------------------------------------------- file writes
 
 
-def _write_table_atomic(table: pa.Table, path: str, fs: fsspec.AbstractFileSystem | None) -> str:
-    """Write ``table`` to a temp file next to ``path`` (".<name>.<random>.tmp"), then rename it onto ``path``."""
+def _pause_after_temp_write() -> float:
+    """Seconds to wait between the temp write and the rename (test hook; 0 unless the env variable is set)."""
+    raw = os.environ.get(PAUSE_AFTER_TEMP_WRITE_ENV, "").strip()
+    return float(raw) if raw else 0.0
+
+
+def _write_table_atomic(table: pa.Table, path: str, fs: fsspec.AbstractFileSystem | None, *, pause_s: float = 0.0) -> str:
+    """Write ``table`` to a temp file next to ``path`` (".<name>.<random>.tmp"), then rename it onto ``path``.
+
+    Remote writes are retried on transient storage errors (each attempt writes a new temp file; the rename is
+    the commit, so a retry can never leave a partial file under the final name).
+    """
     directory, _, name = path.rpartition("/")
-    tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     if fs is None:
         local_dir = _local(directory)
         local_dir.mkdir(parents=True, exist_ok=True)
-        local_tmp = local_dir / Path(tmp).name
+        local_tmp = local_dir / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
             with open(local_tmp, "wb") as f:
                 pq.write_table(table, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if pause_s:
+                time.sleep(pause_s)
             os.replace(local_tmp, _local(path))
         except BaseException:
             local_tmp.unlink(missing_ok=True)
             raise
         return path
-    fs.makedirs(directory, exist_ok=True)
-    try:
-        with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
-        fs.mv(tmp, path)
-    except BaseException:
+
+    def attempt() -> str:
+        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        fs.makedirs(directory, exist_ok=True)
         try:
-            fs.rm(tmp)
-        except (FileNotFoundError, OSError):
-            pass
-        raise
-    return path
+            with fs.open(tmp, "wb") as f:
+                pq.write_table(table, f)
+            if pause_s:
+                time.sleep(pause_s)
+            fs.mv(tmp, path)
+        except BaseException:
+            try:
+                fs.rm(tmp)
+            except Exception:  # best effort: a leftover temp file is ignored by readers and removed on resume
+                pass
+            raise
+        return path
+
+    from tasks.corpus import with_io_retries
+
+    return with_io_retries(attempt, _display(path, fs))
+
+
+def _display(path: str, fs: fsspec.AbstractFileSystem | None) -> str:
+    """``path`` with its scheme (s3fs paths have none) for messages."""
+    if fs is None or "://" in path:
+        return path
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return f"{protocol}://{path}"
+
+
+def _temp_files(directory: str, fs: fsspec.AbstractFileSystem | None) -> list[str]:
+    if fs is None:
+        local = _local(directory)
+        names = [p.name for p in local.iterdir() if p.is_file()] if local.is_dir() else []
+    else:
+        fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
+        try:
+            listed = fs.ls(directory, detail=False)
+        except FileNotFoundError:
+            listed = []
+        names = [p.rsplit("/", 1)[-1] for p in listed]
+    return [f"{directory}/{name}" for name in sorted(names) if _TEMP_FILE.fullmatch(name)]
+
+
+def remove_temp_files(
+    out: str | os.PathLike[str], run_id: str, filesystem: fsspec.AbstractFileSystem | None = None
+) -> list[str]:
+    """Delete temp files a killed run left in ``run_id``'s answers, metrics and runs folders; returns their paths.
+
+    Readers never see them (only final names are read), so this is housekeeping: call it when a run starts or
+    resumes, never while another process writes the same run id.
+    """
+    root = _root(out)
+    validate_run_id(run_id)
+    fs = _filesystem(out, filesystem)
+    removed: list[str] = []
+    for kind in ("answers", "metrics", "runs"):
+        for path in _temp_files(f"{root}/{kind}/run_id={run_id}", fs):
+            if fs is None:
+                _local(path).unlink(missing_ok=True)
+            else:
+                fs.rm(path)
+            removed.append(path)
+    return removed
 
 
 def _check_required(table: pa.Table, columns: Sequence[str], what: str) -> None:
@@ -265,7 +341,7 @@ def write_shard(
     """
     path = shard_path(out, run_id, shard)
     table = _answers_table(rows, run_id)
-    return _write_table_atomic(table, path, _filesystem(out, filesystem))
+    return _write_table_atomic(table, path, _filesystem(out, filesystem), pause_s=_pause_after_temp_write())
 
 
 def written_shards(
@@ -278,6 +354,7 @@ def written_shards(
         local = _local(directory)
         names = [p.name for p in local.iterdir() if p.is_file()] if local.is_dir() else []
     else:
+        fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
         names = [p.rsplit("/", 1)[-1] for p in fs.glob(f"{directory}/shard=*.parquet")]
     return {int(m.group(1)) for name in names if (m := _SHARD_FILE.fullmatch(name))}
 
@@ -355,6 +432,7 @@ def _list_files(out: str | os.PathLike[str], pattern: str, fs: fsspec.AbstractFi
         base = _local(root)
         found = sorted(str(p) for p in base.glob(pattern) if p.is_file()) if base.is_dir() else []
     else:
+        fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
         found = sorted(fs.glob(f"{root}/{pattern}"))
     return [p for p in found if not p.rsplit("/", 1)[-1].startswith(".")]
 
