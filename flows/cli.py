@@ -11,6 +11,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -116,12 +117,22 @@ def score(
     """Score a corpus through the Prefect flow and a Ray actor pool; print the leaderboard."""
     import pandas as pd
 
-    from flows.score import score_corpus
+    from flows.score import expand_run_id, score_corpus
+    from tasks.corpus import CorpusError
 
-    rows = score_corpus(
-        corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
-        num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed, model=model,
-    )
+    try:
+        expand_run_id(run_id)  # before starting Prefect and Ray: a bad id is a usage error, not a failed run
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--run-id") from error
+    try:
+        rows = score_corpus(
+            corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
+            num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed, model=model,
+        )
+    except CorpusError as error:  # corpus unreadable or storage down after retries: one clear line, exit 1
+        console.print(f"[red]run {escape(run_id)} failed[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
+        console.print("shards already written are kept: rerun with the same --run-id to resume", highlight=False)
+        raise typer.Exit(1) from error
     _print_leaderboard(pd.DataFrame(rows), title=f"leaderboard: {run_id}")
 
 

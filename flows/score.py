@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from model.answerers import AnswererSpec, answer_priors
-from tasks import answering, report, shards
+from tasks import answering, report, shards, store
 from tasks.corpus import load_corpus
 from tasks.store import validate_run_id
 
@@ -43,6 +43,7 @@ pending_shards_task = task(shards.pending_shards, name="pending_shards")
 compute_metrics_task = task(report.compute_run_metrics, name="compute_metrics")
 record_run_task = task(report.record_run, name="record_run")
 read_leaderboard_task = task(report.read_leaderboard, name="read_leaderboard")
+remove_temp_files_task = task(store.remove_temp_files, name="remove_temp_files")
 
 
 @task(name="answer_shards")
@@ -52,6 +53,9 @@ def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pen
     pool = answering.PoolConfig(
         actors=config.actors, num_gpus_per_actor=config.num_gpus_per_actor, question_timeout_s=config.question_timeout_s
     )
+    if not pending:  # a rerun of a complete run: nothing to answer, no Ray to start
+        logger.info("run %s: every shard is already written", run_id)
+        return []
     done_before = total - sum(len(shard.question_ids) for shard in pending)
     with report.progress_bar() as progress, answering.ray_session(config.ray_address):
         bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="- q/s")
@@ -109,15 +113,19 @@ def score_corpus(
     config = ScoreConfig(
         corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed, model, question_timeout_s, params
     )
+    run_id = expand_run_id(run_id)  # an invalid run id fails before any work
+    run_ids = run_ids_for(run_id, repeats)
     index = load_corpus_task(corpus)
     logger.info("corpus %s: %d questions, %d with problems", corpus, len(index.questions), len({p.question_id for p in index.problems}))
     priors = answer_priors(index.questions)
     planned = plan_shards_task(index.questions, shard_size)
-    run_id = expand_run_id(run_id)
-    run_ids = run_ids_for(run_id, repeats)
     for repeat, this_run in enumerate(run_ids):
         started = datetime.now(timezone.utc)
         spec = AnswererSpec(name=answerer, seed=seed + repeat, answer_priors=priors, params=params)
+        # A killed run may have left temp files (a shard killed mid-write): never read, removed here.
+        leftovers = remove_temp_files_task(out, this_run)
+        if leftovers:
+            logger.info("run %s: removed %d temp file(s) left by an interrupted run", this_run, len(leftovers))
         pending = pending_shards_task(planned, out, this_run)
         logger.info("run %s: %d of %d shards to answer (%d already written)", this_run, len(pending), len(planned), len(planned) - len(pending))
         answer_shards_task(config, spec, this_run, pending, index.questions, len(index.questions))

@@ -5,11 +5,15 @@ Each actor builds its answerer once, indexes the corpus itself and reads only it
 small summary. Per-question failures (bad series, answerer exception, timeout) become error rows and the
 shard goes on. An actor that dies (e.g. a segfault or OOM on one question) is replaced; its shard is retried,
 then answered question by question so the one poison question becomes an error row after `max_attempts`.
+An actor that cannot even be built, or storage that stays unreachable after the I/O retries, fails the run
+(shards already written stay: rerunning the run id resumes). Actors are spread over the cluster's nodes.
+See docs/faults.md for the whole contract.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -23,7 +27,7 @@ from typing import Any, Iterator
 
 from model.answerers import AnswererSpec, create_answerer
 from model.records import Question, SeriesGroup
-from tasks.corpus import Corpus, CorpusError, load_corpus
+from tasks.corpus import Corpus, CorpusError, Problem, load_corpus
 from tasks.series import SeriesError
 from tasks.shards import Shard
 from tasks.store import write_shard
@@ -42,6 +46,9 @@ class PoolConfig:
     resources_per_actor: tuple[tuple[str, float], ...] = ()  # custom Ray resources, e.g. (("node_a", 1),)
     max_attempts: int = 3  # per shard, then per question after the shard is split
     question_timeout_s: float | None = 600.0
+    # "SPREAD": actors go to different nodes where they fit (a multi-node cluster answers on every node);
+    # "DEFAULT": Ray packs them (e.g. to keep them on the GPU node named by resources_per_actor).
+    scheduling_strategy: str = "SPREAD"
 
     def __post_init__(self) -> None:
         if self.actors < 1:
@@ -50,6 +57,8 @@ class PoolConfig:
             raise ValueError("num_cpus_per_actor must be > 0 and num_gpus_per_actor >= 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.scheduling_strategy not in ("SPREAD", "DEFAULT"):
+            raise ValueError(f"scheduling_strategy must be 'SPREAD' or 'DEFAULT', got {self.scheduling_strategy!r}")
 
 
 @dataclass(frozen=True)
@@ -145,8 +154,9 @@ class ShardWorker:
             return error_row(question, self.run_id, name, "; ".join(str(p) for p in problems), node_id=self.node_id, attempts=attempts)
         try:
             series = [self._group(group_id) for group_id in question.query_groups]
-        except SeriesError as error:
-            return error_row(question, self.run_id, name, str(error), node_id=self.node_id, attempts=attempts)
+        except SeriesError as error:  # bad data: an error row naming the file and field, as `validate` prints it
+            problem = Problem(error.file, question_id, error.field, error.message)
+            return error_row(question, self.run_id, name, str(problem), node_id=self.node_id, attempts=attempts)
         started = time.perf_counter()
         try:
             with _time_limit(self.question_timeout_s):
@@ -205,6 +215,12 @@ def _remote_worker_class():
     return AnswerActor
 
 
+def _last_line(text: str) -> str:
+    """The last non-empty line of a Ray error text (the original "Type: message"), without colour codes."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
 def _forwarded_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
 
@@ -217,7 +233,11 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # address=None would make ray.init join whatever cluster `ray start` last recorded on this machine
+    # (/tmp/ray/ray_current_cluster); the default promised to users is a local Ray started for the run.
+    # RAY_ADDRESS (set e.g. inside `ray job submit`) still selects a cluster.
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=target, include_dashboard=False, log_to_driver=True, configure_logging=False)
     try:
         yield
     finally:
@@ -244,7 +264,7 @@ def answer_shards(
 ) -> list[ShardResult]:
     """Answer `shards` with one pool of `pool.actors` actors (Ray must be initialised; see ray_session)."""
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
 
     if not shards:
         return []
@@ -254,6 +274,7 @@ def answer_shards(
         num_gpus=pool.num_gpus_per_actor,
         resources=dict(pool.resources_per_actor) or None,
         max_restarts=0,  # the driver replaces dead actors itself, so a retry may land on a fresh process
+        scheduling_strategy=pool.scheduling_strategy,
         runtime_env={"env_vars": _forwarded_env()},
     )
     args = (corpus_location, spec, run_id, out, pool.question_timeout_s)
@@ -292,7 +313,21 @@ def answer_shards(
             slot, item = in_flight.pop(ref)
             try:
                 value = ray.get(ref)
+            except RayTaskError as error:
+                # The work raised (not a crash): storage unreachable after its I/O retries, or a bug. Fail the run;
+                # shards already written stay, so a rerun with the same run id resumes.
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, CorpusError):
+                    raise CorpusError(str(cause)) from error
+                raise
             except RayActorError as error:
+                if error.actor_init_failed:
+                    # The answerer cannot even be built (bad model path, corpus unreachable, ...): every
+                    # replacement would fail the same way, so stop instead of churning through actors.
+                    cause = _last_line(str(error))  # "ExceptionType: message" of the creation task
+                    if "CorpusError" in cause:
+                        raise CorpusError(f"answerer actor could not start: {cause}") from error
+                    raise RuntimeError(f"answerer actor could not start: {cause}") from error
                 # The actor process died: replace it, then retry the work (or give up on one question).
                 ray.kill(actors[slot], no_restart=True)
                 actors[slot] = actor_class.remote(*args)
