@@ -146,37 +146,31 @@ class ShardWorker:
             self._cache[group_id] = self.corpus.open_group(group_id)
         return self._cache[group_id]
 
-    def answer_one(self, question_id: int, attempts: int = 1) -> dict[str, Any]:
+    def _load(self, question_id: int, attempts: int) -> tuple[Question, list[SeriesGroup] | None, dict[str, Any] | None]:
+        """The question and its series, or the error row when its input is bad."""
         question = self.questions[question_id]
-        name = self.spec.name
         problems = self.corpus.problems_for(question_id)
         if problems:
-            return error_row(question, self.run_id, name, "; ".join(str(p) for p in problems), node_id=self.node_id, attempts=attempts)
+            message = "; ".join(str(p) for p in problems)
+            return question, None, error_row(question, self.run_id, self.spec.name, message, node_id=self.node_id, attempts=attempts)
         try:
-            series = [self._group(group_id) for group_id in question.query_groups]
+            return question, [self._group(group_id) for group_id in question.query_groups], None
         except SeriesError as error:  # bad data: an error row naming the file and field, as `validate` prints it
             problem = Problem(error.file, question_id, error.field, error.message)
-            return error_row(question, self.run_id, name, str(problem), node_id=self.node_id, attempts=attempts)
-        started = time.perf_counter()
-        try:
-            with _time_limit(self.question_timeout_s):
-                answer = self.answerer.answer(question, series)
-        except CorpusError:
-            raise  # storage outage: fail the shard (retried by the driver), never a wrong answer
-        except Exception as error:  # any answerer bug becomes an error row; the run goes on
-            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-            return error_row(question, self.run_id, name, f"answerer {name} failed: {detail}", node_id=self.node_id, attempts=attempts)
+            return question, None, error_row(question, self.run_id, self.spec.name, str(problem), node_id=self.node_id, attempts=attempts)
+
+    def _answered_row(self, question: Question, series: list[SeriesGroup], answer: Any, attempts: int, fallback_latency_s: float) -> dict[str, Any]:
         parsed = answer.parsed_answer
         seed = answer.notes.get("option_order_seed")
         return {
-            **base_row(question, self.run_id, name),
+            **base_row(question, self.run_id, self.spec.name),
             "raw_response": answer.raw_response,
             "parsed_answer": parsed,
             "is_valid": parsed is not None,
             "is_correct": parsed is not None and parsed == question.correct_answer,
             "status": "ok",
             "error": None,
-            "latency_s": answer.latency_s or (time.perf_counter() - started),
+            "latency_s": answer.latency_s or fallback_latency_s,
             "n_variates": sum(group.n_variates for group in series),
             "n_steps": max(group.n_steps for group in series),
             "interval_s": series[0].interval_s,
@@ -186,8 +180,59 @@ class ShardWorker:
             "created_at": datetime.now(timezone.utc),
         }
 
+    def _failed_row(self, question: Question, error: Exception, attempts: int) -> dict[str, Any]:
+        name = self.spec.name
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return error_row(question, self.run_id, name, f"answerer {name} failed: {detail}", node_id=self.node_id, attempts=attempts)
+
+    def answer_one(self, question_id: int, attempts: int = 1) -> dict[str, Any]:
+        question, series, failed = self._load(question_id, attempts)
+        if failed is not None:
+            return failed
+        started = time.perf_counter()
+        try:
+            with _time_limit(self.question_timeout_s):
+                answer = self.answerer.answer(question, series)
+        except CorpusError:
+            raise  # storage outage: fail the shard (retried by the driver), never a wrong answer
+        except Exception as error:  # any answerer bug becomes an error row; the run goes on
+            return self._failed_row(question, error, attempts)
+        return self._answered_row(question, series, answer, attempts, time.perf_counter() - started)
+
+    def _answer_batch(self, question_ids: Sequence[int], attempts: int) -> list[dict[str, Any]]:
+        """One batched generate call for the answerable questions (models with answer_batch); if the batch
+        fails, each question is answered alone so only the faulty one becomes an error row."""
+        rows: dict[int, dict[str, Any]] = {}
+        ready: list[tuple[Question, list[SeriesGroup]]] = []
+        for question_id in question_ids:
+            question, series, failed = self._load(question_id, attempts)
+            if failed is not None:
+                rows[question_id] = failed
+            else:
+                ready.append((question, series))
+        if ready:
+            started = time.perf_counter()
+            try:
+                limit = self.question_timeout_s * len(ready) if self.question_timeout_s else None
+                with _time_limit(limit):
+                    answers = self.answerer.answer_batch([q for q, _ in ready], [s for _, s in ready])
+            except CorpusError:
+                raise
+            except Exception:
+                return [rows.get(question_id) or self.answer_one(question_id, attempts) for question_id in question_ids]
+            share = (time.perf_counter() - started) / len(ready)
+            for (question, series), answer in zip(ready, answers):
+                rows[question.question_id] = self._answered_row(question, series, answer, attempts, share)
+        return [rows[question_id] for question_id in question_ids]
+
     def answer_rows(self, question_ids: Sequence[int], attempts: int = 1) -> list[dict[str, Any]]:
-        return [self.answer_one(question_id, attempts) for question_id in question_ids]
+        batch_size = int(getattr(self.answerer, "batch_size", 1) or 1)
+        if not hasattr(self.answerer, "answer_batch") or batch_size < 2 or len(question_ids) < 2:
+            return [self.answer_one(question_id, attempts) for question_id in question_ids]
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(question_ids), batch_size):  # bounded: at most batch_size questions' series held
+            rows.extend(self._answer_batch(question_ids[start : start + batch_size], attempts))
+        return rows
 
     def run_shard(self, shard: Shard, attempts: int = 1) -> ShardResult:
         started = time.perf_counter()

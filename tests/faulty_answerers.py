@@ -53,3 +53,22 @@ def sleeps_on(spec: AnswererSpec) -> SleepsOn:
 
 def kills_process_on(spec: AnswererSpec) -> KillsProcessOn:
     return KillsProcessOn(spec)
+
+
+class BatchesWithPoison(RaisesOn):
+    """Has answer_batch (like the hybrid model); a batch holding a listed question raises, and so does
+    answering that question alone. Counts its batch calls so tests can see batching happened."""
+
+    batch_size = 4
+
+    def __init__(self, spec: AnswererSpec) -> None:
+        super().__init__(spec)
+        self.batch_calls: list[int] = []
+
+    def answer_batch(self, questions: list[Question], series_list: list[list[SeriesGroup]]) -> list[Answer]:
+        self.batch_calls.append(len(questions))
+        return [self.answer(question, series) for question, series in zip(questions, series_list)]
+
+
+def batches_with_poison(spec: AnswererSpec) -> BatchesWithPoison:
+    return BatchesWithPoison(spec)
