@@ -64,10 +64,11 @@ def validate(
     from tasks.corpus import CorpusError, load_corpus, validate_corpus
 
     try:
-        n_groups = len({g for q in load_corpus(corpus).questions for g in q.query_groups})
+        index = load_corpus(corpus)
+        n_groups = len({g for q in index.questions for g in q.query_groups})
         with _progress() as progress:
             task = progress.add_task("read query groups", total=0 if questions_only else n_groups, rate="")
-            report = validate_corpus(corpus, read_series=not questions_only, on_group=lambda _: progress.advance(task))
+            report = validate_corpus(index, read_series=not questions_only, on_group=lambda _: progress.advance(task))
     except CorpusError as error:
         console.print(f"[red]invalid corpus[/red]: {error}")
         raise typer.Exit(1) from error

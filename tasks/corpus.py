@@ -212,8 +212,9 @@ class Corpus:
         group_file = self.group_files.get(group_id)
         if group_file is None:
             raise SeriesError(f"{SERIES_DIR}/{group_id}_*.parquet", "query_group", f"no parquet file for {group_id!r}")
-        fs, _ = filesystem_for(self.location)
-        label = self._label(group_file.path)
+        fs, root = filesystem_for(self.location)
+        # The path as users know it: relative to the corpus location.
+        label = group_file.path[len(root) :].lstrip("/") if group_file.path.startswith(root) else group_file.path
         where = f"{self.location.rstrip('/')}/{label}"
 
         def read() -> SeriesGroup:
@@ -230,12 +231,6 @@ class Corpus:
                 raise CorpusError(f"{where}: listed when the corpus was indexed but now missing ({error})") from error
 
         return with_io_retries(read, where)
-
-    def _label(self, path: str) -> str:
-        """A path as users know it: relative to the corpus location."""
-        _, root = filesystem_for(self.location)
-        relative = path[len(root) :].lstrip("/") if path.startswith(root) else path
-        return relative
 
 
 def _parse_options(raw: Any) -> list[str] | None:
@@ -387,9 +382,12 @@ class ValidationReport:
         return not self.problems
 
 
-def validate_corpus(location: str, *, read_series: bool = True, on_group: Callable[[str], None] | None = None) -> ValidationReport:
-    """Check the question table and (by default) read every referenced query group once."""
-    corpus = load_corpus(location)
+def validate_corpus(
+    location: str | Corpus, *, read_series: bool = True, on_group: Callable[[str], None] | None = None
+) -> ValidationReport:
+    """Check the question table and (by default) read every referenced query group once.
+    `location` may be a corpus already indexed with load_corpus (the csv is not read again)."""
+    corpus = location if isinstance(location, Corpus) else load_corpus(location)
     problems = list(corpus.problems)
     referenced: dict[str, list[int]] = {}
     for question in corpus.questions:
@@ -413,7 +411,7 @@ def validate_corpus(location: str, *, read_series: bool = True, on_group: Callab
                 on_group(group_id)
     counts = Counter((question.category, question.tier) for question in corpus.questions)
     return ValidationReport(
-        location=location,
+        location=corpus.location,
         n_questions=len(corpus.questions),
         by_category_tier=dict(sorted(counts.items())),
         n_groups=len(referenced),
