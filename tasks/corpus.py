@@ -1,8 +1,6 @@
 """Read and validate an ARFBench corpus (arfbench-qa.csv + arfbench-ts-data/*.parquet), local or on S3.
 
-A corpus location is a local directory or `s3://bucket/prefix`. S3 settings come from the standard
-environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION and AWS_ENDPOINT_URL_S3 or
-AWS_ENDPOINT_URL for S3-compatible servers.
+A corpus location is a local directory or `s3://bucket/prefix` (tasks/storage.py: S3 settings, I/O retries).
 
 Every problem names the file, the question id and the field. A bad question does not stop the corpus:
 it is kept with its problems so the scoring run writes an error row for it and goes on.
@@ -13,17 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import fsspec
 import pandas as pd
 
+from model.errors import ArfscoreError
 from model.records import TIERS, Question, SeriesGroup, canonical_category
 from tasks.series import GroupFile, SeriesError, parse_group_file_name, read_dense
+from tasks.storage import filesystem_for, is_transient_io_error, with_io_retries
 
 QA_FILE = "arfbench-qa.csv"
 SERIES_DIR = "arfbench-ts-data"
@@ -36,7 +34,6 @@ REQUIRED_QA_COLUMNS: tuple[str, ...] = (
     "query_group",
 )
 ID_COLUMNS: tuple[str, ...] = ("question_id", "id")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,107 +50,8 @@ class Problem:
         return f"{self.file}: {where}{self.field}: {self.message}"
 
 
-class CorpusError(RuntimeError):
-    """The corpus as a whole cannot be read (no csv, missing columns, storage unreachable)."""
-
-
-# Storage retries (DESIGN.md section 10: retries only on I/O, never on data errors). Both are read from the
-# environment on each call, so a test (or an operator) can make an outage fail fast.
-IO_RETRIES_ENV = "ARFSCORE_IO_RETRIES"  # attempts per storage action (default 4)
-IO_BACKOFF_ENV = "ARFSCORE_IO_BACKOFF_S"  # delay before the 2nd attempt, doubled each time (default 0.5 s)
-DEFAULT_IO_RETRIES = 4
-DEFAULT_IO_BACKOFF_S = 0.5
-# botocore settings for S3: a dead or black-holed endpoint must fail within seconds, not botocore's default
-# 60 s connect timeout x 5 legacy attempts; the outer retries above provide the backoff across an outage.
-S3_CONNECT_TIMEOUT_S = 5.0
-S3_READ_TIMEOUT_S = 60.0
-S3_MAX_ATTEMPTS = 2  # botocore attempts per request ("standard" mode), inside each with_io_retries attempt
-
-
-def s3_filesystem() -> fsspec.AbstractFileSystem:
-    """The s3fs filesystem used for corpora and results: endpoint from the environment, short timeouts."""
-    import s3fs  # imported here: local runs never need boto
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-    # Region comes from AWS_DEFAULT_REGION: passing region_name here breaks S3-compatible servers.
-    config_kwargs = {
-        "connect_timeout": S3_CONNECT_TIMEOUT_S,
-        "read_timeout": S3_READ_TIMEOUT_S,
-        "retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
-    }
-    return s3fs.S3FileSystem(client_kwargs=client_kwargs, config_kwargs=config_kwargs)
-
-
-def filesystem_for(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec filesystem and root path for a local directory or an s3:// URL."""
-    if location.startswith("s3://"):
-        return s3_filesystem(), location[len("s3://") :].rstrip("/")
-    fs = fsspec.filesystem("file")
-    return fs, os.path.abspath(location).rstrip("/") or "/"
-
-
-def _transient_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types of a storage outage: connection refused/reset, timeouts, truncated responses."""
-    kinds: list[type[BaseException]] = [OSError, TimeoutError]
-    try:  # botocore's connection errors are not OSError (EndpointConnectionError, ReadTimeoutError, ...)
-        import botocore.exceptions as boto_errors
-
-        names = ("ConnectionError", "HTTPClientError", "IncompleteReadError", "ResponseStreamingError")
-        kinds += [getattr(boto_errors, name) for name in names if hasattr(boto_errors, name)]
-    except ImportError:
-        pass
-    try:
-        from aiohttp import ClientError
-
-        kinds.append(ClientError)
-    except ImportError:
-        pass
-    return tuple(kinds)
-
-
-# Deterministic answers from storage: retrying them cannot help.
-_PERMANENT_IO_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def is_transient_io_error(error: BaseException) -> bool:
-    """True for errors worth retrying (the storage may come back); False for data and permanent errors."""
-    if isinstance(error, (SeriesError, CorpusError, *_PERMANENT_IO_ERRORS)):
-        return False
-    return isinstance(error, _transient_error_types())
-
-
-def io_retry_settings() -> tuple[int, float]:
-    """(attempts, first backoff in seconds) from ARFSCORE_IO_RETRIES / ARFSCORE_IO_BACKOFF_S."""
-    try:
-        attempts = max(1, int(os.environ.get(IO_RETRIES_ENV, DEFAULT_IO_RETRIES)))
-        backoff = max(0.0, float(os.environ.get(IO_BACKOFF_ENV, DEFAULT_IO_BACKOFF_S)))
-    except ValueError as error:
-        raise CorpusError(f"{IO_RETRIES_ENV} must be an integer and {IO_BACKOFF_ENV} a number ({error})") from error
-    return attempts, backoff
-
-
-def with_io_retries(action: Callable[[], T], what: str, *, attempts: int | None = None, first_delay_s: float | None = None) -> T:
-    """Run an I/O action, retrying transient storage errors with exponential backoff (never data errors).
-
-    After the last attempt the error becomes a CorpusError naming `what` (the full location, e.g. an s3:// URL).
-    Defaults come from ARFSCORE_IO_RETRIES and ARFSCORE_IO_BACKOFF_S.
-    """
-    default_attempts, default_delay = io_retry_settings()
-    attempts = default_attempts if attempts is None else max(1, attempts)
-    delay = default_delay if first_delay_s is None else first_delay_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except BaseException as error:
-            if not is_transient_io_error(error):
-                raise
-            if attempt == attempts:
-                detail = " ".join(str(error).split()) or type(error).__name__
-                raise CorpusError(f"{what}: storage unreachable after {attempts} attempt(s) ({type(error).__name__}: {detail})") from error
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+class CorpusError(ArfscoreError):
+    """The corpus as a whole cannot be read (no csv, missing columns, listed file gone)."""
 
 
 class _TrackedReads:

@@ -86,6 +86,9 @@ def small_corpus(tmp_path_factory) -> Path:
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# tests/hooks/sitecustomize.py: test-only fault injection in child processes (PAUSE_BEFORE_COMMIT_ENV).
+HOOKS_DIR = REPO_ROOT / "tests" / "hooks"
+PAUSE_BEFORE_COMMIT_ENV = "ARFSCORE_TEST_PAUSE_BEFORE_COMMIT"
 # Ray workers inherit this, so answerers defined under tests/ (e.g. tests.faulty_answerers) import in actors.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
@@ -163,7 +166,8 @@ def kill_session(sid: int, timeout_s: float = 20.0) -> list[tuple[int, str]]:
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """Environment for a child `arfscore`/`prefect`/`ray` process: own PREFECT_HOME, no inherited API/cluster."""
+    """Environment for a child `arfscore`/`prefect`/`ray` process: own PREFECT_HOME, no inherited API/cluster;
+    tests/hooks on PYTHONPATH (its fault injection acts only when PAUSE_BEFORE_COMMIT_ENV is set)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "RAY_ADDRESS", "ARFSCORE_"))}
     home.mkdir(parents=True, exist_ok=True)
     env.update(
@@ -171,7 +175,7 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), str(HOOKS_DIR), os.environ.get("PYTHONPATH")])),
     )
     env.update(extra)
     return env

@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks import corpus as corpus_module
-from tasks.corpus import CorpusError, IO_BACKOFF_ENV, IO_RETRIES_ENV, load_corpus
-from tasks.store import PAUSE_AFTER_TEMP_WRITE_ENV, open_views, read_answers, read_metrics
-from tests.conftest import ARFSCORE, MotoServer, cli_env, wait_until
+from tasks.corpus import load_corpus
+from tasks.storage import IO_BACKOFF_ENV, IO_RETRIES_ENV, StorageError
+from tasks.store import open_views, read_answers, read_metrics
+from tests.conftest import ARFSCORE, PAUSE_BEFORE_COMMIT_ENV, MotoServer, cli_env, wait_until
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -56,7 +57,7 @@ def test_s3_outage_mid_run_fails_cleanly_then_the_same_run_id_resumes(small_corp
     shards = lambda: sorted((out / "answers" / f"run_id={run_id}").glob("shard=*.parquet"))  # noqa: E731
 
     # Each shard write takes >= 1 s, so the run is still reading series when the server goes away.
-    first = sessions.start(args, {**env, PAUSE_AFTER_TEMP_WRITE_ENV: "1.0"}, "outage")
+    first = sessions.start(args, {**env, PAUSE_BEFORE_COMMIT_ENV: "1.0"}, "outage")
     wait_until(lambda: len(shards()) >= 1, 300, "a shard written", first, poll_s=0.05)
     outage_server.stop()
     stopped = time.perf_counter()
@@ -150,7 +151,7 @@ def test_a_storage_error_in_the_middle_of_a_parquet_read_is_retried_not_reported
         np.testing.assert_array_equal(group.values, expected.values)
         assert flaky.opens == failures + 1
     else:  # it does not: a storage error naming the file, never a SeriesError (which would become an error row)
-        with pytest.raises(CorpusError, match=rf"{group_id}_\d+\.parquet: storage unreachable after 3 attempt\(s\) \(ConnectionResetError"):
+        with pytest.raises(StorageError, match=rf"{group_id}_\d+\.parquet: storage unreachable after 3 attempt\(s\) \(ConnectionResetError"):
             corpus.open_group(group_id)
         assert flaky.opens == 3
 
@@ -191,7 +192,7 @@ def test_score_to_s3_and_report_from_s3_through_duckdb(small_corpus, s3_server, 
 
 
 def test_io_retries_are_configurable_and_only_for_transient_errors(monkeypatch):
-    from tasks.corpus import with_io_retries
+    from tasks.storage import with_io_retries
     from tasks.series import SeriesError
 
     monkeypatch.setenv(IO_RETRIES_ENV, "3")
@@ -202,7 +203,7 @@ def test_io_retries_are_configurable_and_only_for_transient_errors(monkeypatch):
         calls.append(time.perf_counter())
         raise ConnectionRefusedError("connection refused")
 
-    with pytest.raises(CorpusError, match=r"s3://b/k: storage unreachable after 3 attempt\(s\) \(ConnectionRefusedError"):
+    with pytest.raises(StorageError, match=r"s3://b/k: storage unreachable after 3 attempt\(s\) \(ConnectionRefusedError"):
         with_io_retries(refused, "s3://b/k")
     assert len(calls) == 3 and calls[2] - calls[1] >= 0.02 > 0  # backoff doubles: 0.01 s, then 0.02 s
 
