@@ -13,10 +13,16 @@ Registered here:
 Other modules add answerers with :func:`register_answerer` (model/pipeline.py adds "hybrid"). A spec name of the
 form ``"package.module:factory"`` names a factory by import path (plugins, tests); it must be importable where
 the answerer is created.
+
+Settings: each answerer names a frozen settings dataclass (``register_answerer(name, factory, settings=Cls)``;
+a plugin factory may carry a ``settings`` attribute). ``AnswererSpec.params`` holds them as text; the driver
+checks them with :func:`validate_answerer_params` before any work starts, and the factory builds the same object
+with :func:`answerer_settings`. A plugin without a settings class gets its params as free text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -28,11 +34,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.configuration import HybridSettings
 from model.records import CATEGORIES, Answer, Question, SeriesGroup, canonical_category
+from model.settings import NoSettings, parse_settings, settings_dict, settings_text
 from model.stat_features import GroupAnalysis, StatConfig, analyze_group
 
 __all__ = [
@@ -42,9 +50,13 @@ __all__ = [
     "RandomAnswerer",
     "StatAnswerer",
     "answer_priors",
+    "answerer_settings",
     "create_answerer",
     "register_answerer",
     "registered_answerers",
+    "resolved_settings",
+    "settings_fields",
+    "validate_answerer_params",
 ]
 
 
@@ -55,7 +67,13 @@ class Answerer(Protocol):
     def answer(self, question: Question, series: Sequence[SeriesGroup]) -> Answer: ...
 
 
-_REGISTRY: dict[str, Callable[["AnswererSpec"], Answerer]] = {}
+@dataclass(frozen=True)
+class _Registered:
+    factory: Callable[["AnswererSpec"], Answerer]
+    settings: type | None  # frozen settings dataclass; None = free-form text params
+
+
+_REGISTRY: dict[str, _Registered] = {}
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -114,27 +132,66 @@ class AnswererSpec:
         return dict(self.params).get(key, default)
 
 
-def register_answerer(name: str, factory: Callable[[AnswererSpec], Answerer]) -> None:
-    """Add (or replace) an answerer factory under `name`."""
+def register_answerer(name: str, factory: Callable[[AnswererSpec], Answerer], settings: type | None = None) -> None:
+    """Add (or replace) an answerer factory under `name`, with its frozen settings dataclass."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][\w\-]*", name):
         raise ValueError(f"answerer names are identifiers like 'hybrid', got {name!r}")
     if not callable(factory):
         raise TypeError(f"factory for {name!r} is not callable")
-    _REGISTRY[name] = factory
+    if settings is not None and not dataclasses.is_dataclass(settings):
+        raise TypeError(f"settings for {name!r} must be a dataclass, got {settings!r}")
+    _REGISTRY[name] = _Registered(factory, settings)
+
+
+def _lookup(name: str) -> _Registered:
+    """The registry entry, or the factory a 'package.module:factory' path names (its ``settings`` attribute)."""
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry
+    if not _is_import_path(name):
+        raise ValueError(f"unknown answerer {name!r}; registered: {', '.join(registered_answerers())}")
+    module_name, attribute = name.split(":", 1)
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"answerer {name!r}: cannot import the factory ({error})") from error
+    settings = getattr(factory, "settings", None)
+    return _Registered(factory, settings if dataclasses.is_dataclass(settings) else None)
 
 
 def create_answerer(spec: AnswererSpec) -> Answerer:
     """Build the answerer a spec names (registry first, then a 'package.module:factory' import path)."""
-    factory = _REGISTRY.get(spec.name)
-    if factory is None:
-        if not _is_import_path(spec.name):
-            raise ValueError(f"unknown answerer {spec.name!r}; registered: {', '.join(registered_answerers())}")
-        module_name, attribute = spec.name.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"answerer {spec.name!r}: cannot import the factory ({error})") from error
-    return factory(spec)
+    return _lookup(spec.name).factory(spec)
+
+
+def validate_answerer_params(name: str, params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Check settings for answerer ``name`` against its settings class (SettingsError naming a bad key or value);
+    returns them as sorted (key, text) pairs for :class:`AnswererSpec`. Free-form for plugins without a class."""
+    text = {str(key): settings_text(value) for key, value in params.items()}
+    settings = _lookup(name).settings
+    if settings is not None:
+        parse_settings(settings, text, name)
+    return tuple(sorted(text.items()))
+
+
+def settings_fields(name: str) -> tuple[str, ...] | None:
+    """The setting names answerer ``name`` accepts, or None when its params are free-form."""
+    settings = _lookup(name).settings
+    return None if settings is None else tuple(f.name for f in dataclasses.fields(settings))
+
+
+def answerer_settings(spec: AnswererSpec) -> Any:
+    """The answerer's settings object built from ``spec.params`` (its factory calls this)."""
+    settings = _lookup(spec.name).settings
+    if settings is None:
+        raise ValueError(f"answerer {spec.name!r} has no settings class")
+    return parse_settings(settings, dict(spec.params), spec.name)
+
+
+def resolved_settings(spec: AnswererSpec) -> dict[str, Any]:
+    """Every setting the answerer will use, defaults included (the run manifest records these)."""
+    settings = _lookup(spec.name).settings
+    return settings_dict(answerer_settings(spec)) if settings is not None else dict(spec.params)
 
 
 def answer_priors(questions: Iterable[Question]) -> tuple[tuple[str, str, int], ...]:
@@ -309,21 +366,6 @@ def _match_channels(text: str, names: Sequence[str], name_index: Mapping[str, in
 # The statistical answerer
 # ----------------------------------------------------------------------------------------------------
 
-_STAT_PARAMS = {
-    "chunk_variates": int,
-    "screen_blocks": int,
-    "search_blocks": int,
-    "sample_points": int,
-    "reject_sigma": float,
-    "max_refine_variates": int,
-    "max_feature_variates": int,
-    "threshold_offset": float,
-    "spike_max_fraction": float,
-    "same_time_fraction": float,
-    "threads": int,
-}
-
-
 class StatAnswerer:
     """Statistics over every variate of every query group (model/stat_features.py), then the option that fits.
 
@@ -332,14 +374,7 @@ class StatAnswerer:
 
     def __init__(self, spec: AnswererSpec) -> None:
         self.name = spec.name
-        overrides = {}
-        for key, value in spec.params:
-            if key in _STAT_PARAMS:
-                try:
-                    overrides[key] = _STAT_PARAMS[key](value)
-                except ValueError as error:
-                    raise ValueError(f"stat answerer: param {key}={value!r} is not a {_STAT_PARAMS[key].__name__}") from error
-        self.config = StatConfig(**overrides)
+        self.config = answerer_settings(spec)
         self._cache: OrderedDict[tuple, tuple[weakref.ref, GroupAnalysis]] = OrderedDict()
 
     def analyze(self, group: SeriesGroup) -> GroupAnalysis:
@@ -586,9 +621,9 @@ _HANDLERS: dict[str, Handler] = {
 }
 assert set(_HANDLERS) == set(CATEGORIES)
 
-register_answerer("random", RandomAnswerer)
-register_answerer("frequent", FrequentAnswerer)
-register_answerer("stat", StatAnswerer)
+register_answerer("random", RandomAnswerer, settings=NoSettings)
+register_answerer("frequent", FrequentAnswerer, settings=NoSettings)
+register_answerer("stat", StatAnswerer, settings=StatConfig)
 
 
 def _create_hybrid(spec: AnswererSpec) -> Answerer:
@@ -598,4 +633,4 @@ def _create_hybrid(spec: AnswererSpec) -> Answerer:
     return create_hybrid_answerer(spec)
 
 
-register_answerer("hybrid", _create_hybrid)
+register_answerer("hybrid", _create_hybrid, settings=HybridSettings)

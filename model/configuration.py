@@ -34,7 +34,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args
+
+from model.prompts import DEFAULT_MAX_NEW_TOKENS
 
 __all__ = [
     "DTYPES",
@@ -43,6 +45,7 @@ __all__ = [
     "NAN_POLICIES",
     "SCALER_CLASSES",
     "HybridConfig",
+    "HybridSettings",
     "TotoBackboneConfig",
 ]
 
@@ -332,3 +335,68 @@ class HybridConfig:
         from dataclasses import replace as _replace
 
         return _replace(self, **changes)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The hybrid answerer's settings (--answerer-opt KEY=VALUE / --answerer-config FILE.yaml)
+# ------------------------------------------------------------------------------------------------------------------
+
+LongContextPolicy = Literal["windows", "recent", "full"]
+NanPolicy = Literal["ffill", "mask"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+assert get_args(LongContextPolicy) == LONG_CONTEXT_POLICIES and get_args(NanPolicy) == NAN_POLICIES and get_args(Dtype) == DTYPES
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """What a user sets for the hybrid answerer; model/pipeline.py documents each key. Parsed from text by
+    model/settings.parse_settings, validated here, recorded in the run manifest with every default."""
+
+    model: str  # artifact directory: config.json, vlm/, ts_modules.pt, toto/
+    device: str | None = None  # "cuda", "cuda:1", "cpu"; None: CUDA when visible, else CPU
+    # "auto": on CUDA, spread the model over EVERY GPU visible to the actor (Ray sets them) by a plan checked before
+    # loading (model/placement.py); "single": everything on `device`.
+    device_map: Literal["auto", "single"] = "auto"
+    dtype: Dtype = "auto"
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    batch_size: int = 8  # most questions generated together; big questions go in smaller batches (token budget)
+    shuffle_options: bool = False
+    series_metadata: bool = True
+    max_channel_names: int = 1000
+    system_prompt: str | None = None
+    image_dir: str | None = None
+    toto: str | None = None  # Toto backbone directory (default: <model>/toto)
+    threads: int = 0  # CPU threads for torch (0: torch's default); the flow passes the actor's CPU count
+    # HybridConfig overrides (None: the artifact's config.json value)
+    long_context_policy: LongContextPolicy | None = None
+    max_context_steps: int | None = None
+    max_variates_per_chunk: int | None = None
+    patches_per_spacewise_chunk: int | None = None
+    nan_policy: NanPolicy | None = None
+    # GPU memory plan: budget per visible GPU (default: its total memory x gpu_memory_fraction), and the largest
+    # question's input tokens the plan keeps KV headroom for (default: two groups of 2,283 variates with their
+    # channel names listed, see model/placement.py).
+    gpu_memory_gib: float | None = None
+    gpu_memory_fraction: float = 0.92
+    max_question_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError("model: the Toto-1.0-QA artifact directory is required (`arfscore make-tiny-model DIR` writes a tiny one)")
+        if self.device is not None and not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("max_new_tokens", "batch_size"):
+            _check_int(name, getattr(self, name))
+        _check_int("max_channel_names", self.max_channel_names, minimum=0)
+        _check_int("threads", self.threads, minimum=0)
+        for name in ("max_context_steps", "max_variates_per_chunk", "patches_per_spacewise_chunk", "max_question_tokens"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name))
+        if self.gpu_memory_gib is not None and not self.gpu_memory_gib > 0:
+            raise ValueError(f"gpu_memory_gib must be > 0, got {self.gpu_memory_gib}")
+        _check_float("gpu_memory_fraction", self.gpu_memory_fraction, 0.05, 1.0)
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The HybridConfig fields this run overrides."""
+        names = ("long_context_policy", "max_context_steps", "max_variates_per_chunk", "patches_per_spacewise_chunk", "nan_policy")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}

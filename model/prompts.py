@@ -11,10 +11,24 @@ from collections.abc import Sequence
 
 from model.records import Question
 
-__all__ = ["NO_SHUFFLE", "build_prompt", "option_label", "option_seed", "shuffle_options"]
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "NO_SHUFFLE",
+    "REASONING_WORDS",
+    "build_prompt",
+    "option_label",
+    "option_seed",
+    "shuffle_options",
+]
 
 # A seed below zero means "keep the corpus order"; callers record it as option_order_seed all the same.
 NO_SHUFFLE = -1
+
+# The reply the prompt asks for, and the generation budget it needs: reasoning of at most REASONING_WORDS words
+# (~1.3 tokens per English word in Qwen's BPE), the JSON frame (~16 tokens) and the copied option text (up to
+# ~110 tokens for a long channel list). A reply cut off by this limit is recorded as truncated, never parsed.
+REASONING_WORDS = 100
+DEFAULT_MAX_NEW_TOKENS = int(REASONING_WORDS * 1.3) + 16 + 110  # 256
 
 _SYSTEM_HINT = (
     "You are an expert site reliability engineer analysing monitoring time series during an incident."
@@ -53,7 +67,7 @@ def build_prompt(question: Question, options: Sequence[str], series_summary: str
     lines += [
         "",
         "Think step by step, then reply with only a JSON object of this form:",
-        '{"reasoning": "<your short reasoning>", "answer": "<the exact text of one option>"}',
+        f'{{"reasoning": "<your reasoning, at most {REASONING_WORDS} words>", "answer": "<the exact text of one option>"}}',
         "The answer must be copied exactly from the options above (not the letter).",
     ]
     return "\n".join(lines)

@@ -119,7 +119,8 @@ def test_register_answerer_and_import_path_factories(monkeypatch):
         def answer(self, question, series):
             return Answer("{}", question.options[-1], "direct")
 
-    monkeypatch.setitem(answerers._REGISTRY, "constant", Constant)
+    monkeypatch.setattr(answerers, "_REGISTRY", dict(answerers._REGISTRY))
+    register_answerer("constant", Constant)
     q = question("Anomaly Presence", PRESENCE)
     assert create_answerer(AnswererSpec("constant")).answer(q, []).parsed_answer == PRESENCE[-1]
     # "package.module:factory" names a factory by import path (how the flow's test answerers are given).
