@@ -44,7 +44,6 @@ imported. As in the reference's inference (inputs_embeds, no input_ids), image t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -61,11 +60,13 @@ from model.toto_encoder import EncodedSeries, TotoEncoder
 
 __all__ = [
     "TS_MODULE_KEYS",
+    "Generated",
     "HybridInputs",
     "HybridModel",
     "RMSNorm",
     "TimeSeriesProjector",
     "VariateEmbedding",
+    "read_artifact_config",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -167,6 +168,15 @@ class TimeSeriesProjector(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 # The hybrid model
 # ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One question's generated token ids (cut after the first end-of-sequence token, which is kept), and whether
+    generation stopped there (False: cut off by max_new_tokens)."""
+
+    token_ids: list[int]
+    finished: bool
 
 
 @dataclass
@@ -357,9 +367,9 @@ class HybridModel(nn.Module):
     # ----------------------------------------------------------------------------------------------- generation
 
     @torch.inference_mode()
-    def generate(self, batch: Sequence[HybridInputs], max_new_tokens: int = 64, **kwargs: Any) -> list[list[int]]:
+    def generate(self, batch: Sequence[HybridInputs], max_new_tokens: int = 64, **kwargs: Any) -> list[Generated]:
         """Greedy generation for several questions at once (left-padded); returns each one's new token ids, cut
-        after the first end-of-sequence token (which is kept)."""
+        after the first end-of-sequence token (which is kept), and whether that token came before the limit."""
         embeds, mask = self.collate(batch)
         settings: dict[str, Any] = dict(
             max_new_tokens=int(max_new_tokens), do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
@@ -371,14 +381,10 @@ class HybridModel(nn.Module):
         settings.update(kwargs)
         output = self.vlm.generate(inputs_embeds=embeds, attention_mask=mask, **self._vision_kwargs(batch), **settings)
         sequences = output.sequences if hasattr(output, "sequences") else output
-        result: list[list[int]] = []
+        result: list[Generated] = []
         for row in sequences.tolist():
-            cut = len(row)
-            for position, token in enumerate(row):
-                if token in eos:
-                    cut = position + 1
-                    break
-            result.append(row[:cut])
+            cut = next((position + 1 for position, token in enumerate(row) if token in eos), None)
+            result.append(Generated(row[:cut] if cut is not None else row, finished=cut is not None))
         return result
 
     @torch.inference_mode()
@@ -452,88 +458,22 @@ class HybridModel(nn.Module):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         *,
-        device_map: str | dict | None = None,
+        device_map: dict[str, int | str] | None = None,
         toto_path: str | None = None,
         **config_overrides: Any,
     ) -> "HybridModel":
-        """Load an artifact directory (local only). ``device``: where Toto and the small modules run (and the VLM
-        unless ``device_map`` is given, e.g. "auto" to shard the VLM over several GPUs). ``dtype``: "auto" (bf16 on
-        CUDA, fp32 on CPU) or a dtype. ``config_overrides``: HybridConfig fields (chunk sizes, policies, ...)."""
-        from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
-
+        """Load an artifact directory (local only). ``device``: where Toto and the small modules run, and the VLM
+        unless ``device_map`` is given: an explicit map of the VLM's parameter / module names to devices, e.g. a
+        checked plan from model/placement.py spreading it over several GPUs. ``dtype``: "auto" (bf16 on CUDA, fp32
+        on CPU) or a dtype. ``config_overrides``: HybridConfig fields (chunk sizes, policies, ...)."""
         root = os.fspath(path)
-        config_file = os.path.join(root, "config.json")
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"{config_file}: not found (expected a Toto-1.0-QA artifact directory)")
-        with open(config_file, encoding="utf-8") as handle:
-            raw = json.load(handle)
-        config = HybridConfig.from_dict(raw)
-
-        toto_dir = toto_path or os.path.join(root, config.toto_path)
-        toto_weights = os.path.join(toto_dir, "model.safetensors")
-        if not os.path.isfile(toto_weights):
-            raise FileNotFoundError(
-                f"{toto_weights}: Toto backbone weights not found. The published artifact loads "
-                f"{config.toto_model_name} from the hub; offline, put its model.safetensors and config.json in "
-                f"{os.path.join(root, config.toto_path)} or pass toto_path"
-            )
-        toto_config_file = os.path.join(toto_dir, "config.json")
-        if os.path.isfile(toto_config_file):
-            with open(toto_config_file, encoding="utf-8") as handle:
-                toto_config = TotoBackboneConfig.from_dict({**json.load(handle), "use_memory_efficient_attention": False})
-            if "toto" not in raw:  # the published config.json has no backbone block: toto/config.json describes it
-                config = config.replace(toto=toto_config, ts_embed_dim=toto_config.embed_dim) if "ts_embed_dim" not in raw else config.replace(toto=toto_config)
-            else:
-                for name in _TOTO_ARCH_FIELDS:
-                    if getattr(config.toto, name) != getattr(toto_config, name):
-                        raise ValueError(
-                            f"toto.{name}: config.json says {getattr(config.toto, name)!r}, "
-                            f"{toto_config_file} says {getattr(toto_config, name)!r}"
-                        )
-        if config_overrides:
-            config = config.replace(**config_overrides)
-
+        config, toto_dir = read_artifact_config(root, toto_path, **config_overrides)
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype if dtype is not None else config.dtype, target)
-
-        from toto.model.toto import Toto
-
-        if os.path.isfile(toto_config_file):
-            toto = Toto.load_from_checkpoint(toto_dir, map_location="cpu", use_memory_efficient_attention=False)
-        else:
-            toto = Toto.load_from_checkpoint(toto_dir, map_location="cpu", **{**config.toto.to_toto_kwargs(), "use_memory_efficient_attention": False})
-        toto = toto.to(device=target, dtype=torch_dtype).eval()
-
+        toto = _load_toto(toto_dir, config, target, torch_dtype)
         vlm_dir = os.path.join(root, config.vlm_path)
-        if not os.path.isdir(vlm_dir):
-            raise FileNotFoundError(f"{vlm_dir}: the VLM directory is missing")
-        vlm_kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        has_accelerate = importlib.util.find_spec("accelerate") is not None
-        if device_map is not None:
-            if not has_accelerate:
-                raise ValueError(
-                    f"device_map={device_map!r} needs the `accelerate` package, which is not installed "
-                    "(add it on GPU machines to shard the VLM over several GPUs)"
-                )
-            vlm_kwargs["device_map"] = device_map
-        elif target.type == "cuda" and has_accelerate:
-            vlm_kwargs["device_map"] = {"": str(target)}  # load straight onto the GPU (no full copy in CPU memory)
-        vlm = Qwen3VLForConditionalGeneration.from_pretrained(vlm_dir, **vlm_kwargs)
-        if "device_map" not in vlm_kwargs:
-            vlm = vlm.to(target)
-        vlm.eval()
-
-        tokenizer = None
-        for candidate in (vlm_dir, root):
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(candidate)
-                break
-            except (OSError, ValueError):
-                continue
-        if tokenizer is None:
-            raise FileNotFoundError(f"no tokenizer files in {vlm_dir} or {root}")
-
-        model = cls(config, toto, vlm, tokenizer)
+        vlm = _load_vlm(vlm_dir, torch_dtype, target, device_map)
+        model = cls(config, toto, vlm, _load_tokenizer(vlm_dir, root))
         for candidate in (vlm_dir, root):
             if os.path.isfile(os.path.join(candidate, "preprocessor_config.json")):
                 model.image_processor_dir = candidate
@@ -545,6 +485,85 @@ class HybridModel(nn.Module):
         model.variate_embedding.to(device=target, dtype=torch_dtype)
         model.ts_projector.to(device=target, dtype=torch_dtype)
         return model.eval()
+
+
+def read_artifact_config(root: str, toto_path: str | None = None, **config_overrides: Any) -> tuple[HybridConfig, str]:
+    """The artifact's HybridConfig (config.json, reconciled with toto/config.json, overrides applied) and the Toto
+    directory. Reads configs only: a GPU plan is made from these before any weight loads."""
+    config_file = os.path.join(root, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{config_file}: not found (expected a Toto-1.0-QA artifact directory)")
+    with open(config_file, encoding="utf-8") as handle:
+        raw = json.load(handle)
+    config = HybridConfig.from_dict(raw)
+    toto_dir = toto_path or os.path.join(root, config.toto_path)
+    toto_weights = os.path.join(toto_dir, "model.safetensors")
+    if not os.path.isfile(toto_weights):
+        raise FileNotFoundError(
+            f"{toto_weights}: Toto backbone weights not found. The published artifact loads "
+            f"{config.toto_model_name} from the hub; offline, put its model.safetensors and config.json in "
+            f"{os.path.join(root, config.toto_path)} or pass toto_path"
+        )
+    toto_config_file = os.path.join(toto_dir, "config.json")
+    if os.path.isfile(toto_config_file):
+        with open(toto_config_file, encoding="utf-8") as handle:
+            toto_config = TotoBackboneConfig.from_dict({**json.load(handle), "use_memory_efficient_attention": False})
+        if "toto" not in raw:  # the published config.json has no backbone block: toto/config.json describes it
+            changes: dict[str, Any] = {"toto": toto_config}
+            if "ts_embed_dim" not in raw:
+                changes["ts_embed_dim"] = toto_config.embed_dim
+            config = config.replace(**changes)
+        else:
+            for name in _TOTO_ARCH_FIELDS:
+                if getattr(config.toto, name) != getattr(toto_config, name):
+                    raise ValueError(
+                        f"toto.{name}: config.json says {getattr(config.toto, name)!r}, "
+                        f"{toto_config_file} says {getattr(toto_config, name)!r}"
+                    )
+    if config_overrides:
+        config = config.replace(**config_overrides)
+    return config, toto_dir
+
+
+def _load_toto(toto_dir: str, config: HybridConfig, target: torch.device, dtype: torch.dtype) -> nn.Module:
+    from toto.model.toto import Toto
+
+    if os.path.isfile(os.path.join(toto_dir, "config.json")):
+        toto = Toto.load_from_checkpoint(toto_dir, map_location="cpu", use_memory_efficient_attention=False)
+    else:
+        toto = Toto.load_from_checkpoint(toto_dir, map_location="cpu", **{**config.toto.to_toto_kwargs(), "use_memory_efficient_attention": False})
+    return toto.to(device=target, dtype=dtype).eval()
+
+
+def _load_vlm(vlm_dir: str, dtype: torch.dtype, target: torch.device, device_map: dict[str, int | str] | None) -> nn.Module:
+    """Qwen3-VL from ``vlm_dir``: on ``target``, or spread by an explicit ``device_map`` (loaded straight onto the
+    GPUs through accelerate, never as a full copy in CPU memory)."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    if not os.path.isdir(vlm_dir):
+        raise FileNotFoundError(f"{vlm_dir}: the VLM directory is missing")
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        if not isinstance(device_map, dict) or not device_map:
+            raise ValueError(f"device_map must be a non-empty dict of names to devices, got {device_map!r}")
+        kwargs["device_map"] = device_map
+    elif target.type == "cuda":
+        kwargs["device_map"] = {"": str(target)}
+    vlm = Qwen3VLForConditionalGeneration.from_pretrained(vlm_dir, **kwargs)
+    if "device_map" not in kwargs:
+        vlm = vlm.to(target)
+    return vlm.eval()
+
+
+def _load_tokenizer(vlm_dir: str, root: str) -> Any:
+    from transformers import AutoTokenizer
+
+    for candidate in (vlm_dir, root):
+        try:
+            return AutoTokenizer.from_pretrained(candidate)
+        except (OSError, ValueError):
+            continue
+    raise FileNotFoundError(f"no tokenizer files in {vlm_dir} or {root}")
 
 
 def _text_config(config: Any) -> Any:

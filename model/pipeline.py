@@ -8,15 +8,19 @@ records; tensors stay inside model/modeling_hybrid.py.
              -> variate tokens of EVERY group (both groups for pair questions) + prompt tokens
              -> greedy generation -> model/parsing.parse_answer -> Answer
 
-Params (``AnswererSpec.params``, all strings):
+Settings (``AnswererSpec.params`` as text, parsed into model/configuration.HybridSettings; CLI
+``--answerer-opt KEY=VALUE`` or ``--answerer-config FILE.yaml``):
     model               artifact directory (required): config.json, vlm/, ts_modules.pt, toto/
-    device              "cuda" / "cuda:1" / "cpu" (default: cuda if available, else cpu): Toto + small modules, and
-                        the VLM unless device_map is given
-    device_map          "auto": shard the VLM over all visible GPUs (transformers' device_map; needs the
-                        `accelerate` package, a project dependency)
+    device              "cuda" / "cuda:1" / "cpu" (default: cuda if visible, else cpu)
+    device_map          "auto" (default): on CUDA, spread the model over every GPU visible to this process (a Ray
+                        actor with G GPUs sees exactly its G) by a plan checked before loading (model/placement.py):
+                        decoder layers whole, Toto and the projector on the first GPU, KV headroom kept for the
+                        largest question. "single": everything on `device`.
     dtype               auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
-    max_new_tokens      default 64
-    batch_size          questions generated together by answer_batch (left-padded), default 8
+    max_new_tokens      default prompts.DEFAULT_MAX_NEW_TOKENS (256: what the requested reasoning needs); a reply
+                        cut off by the limit is recorded with parse status "truncated" and no parsed answer
+    batch_size          most questions generated together by answer_batch (left-padded), default 8; with a GPU
+                        plan, big questions go in smaller batches so a batch stays within the planned token budget
     shuffle_options     true/false (default false): shuffle each question's options with
                         prompts.option_seed(spec.seed, question_id); the seed is recorded in notes["option_order_seed"]
                         (-1 = corpus order)
@@ -30,6 +34,7 @@ Params (``AnswererSpec.params``, all strings):
                         without a file go without (notes["images"] says how many were found)
     toto                Toto backbone directory (default: <model>/toto)
     threads             CPU threads for torch (the flow passes the actor's CPU count; ignored on GPU)
+    gpu_memory_gib, gpu_memory_fraction, max_question_tokens: the GPU plan's budget per device and KV sizing
     long_context_policy, max_context_steps, max_variates_per_chunk, patches_per_spacewise_chunk, nan_policy:
                         HybridConfig overrides (model/configuration.py)
 
@@ -38,6 +43,7 @@ Unknown params are an error (a typo must not silently change a run).
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from collections import OrderedDict
@@ -48,47 +54,16 @@ from typing import Any
 
 import torch
 
-from model.modeling_hybrid import HybridInputs, HybridModel
+from model.configuration import HybridSettings
+from model.modeling_hybrid import HybridInputs, HybridModel, read_artifact_config, resolve_device, resolve_dtype
 from model.parsing import parse_answer
-from model.prompts import NO_SHUFFLE, build_prompt, option_seed, shuffle_options
+from model.placement import GiB, PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes
+from model.prompts import DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, shuffle_options
+from model.settings import SettingsError, parse_settings
 from model.records import Answer, Question, SeriesGroup
 from model.toto_encoder import EncodedSeries
 
-__all__ = ["HybridAnswerer", "create_hybrid_answerer", "series_metadata"]
-
-_CONFIG_OVERRIDES: dict[str, type] = {
-    "long_context_policy": str,
-    "max_context_steps": int,
-    "max_variates_per_chunk": int,
-    "patches_per_spacewise_chunk": int,
-    "nan_policy": str,
-}
-_KNOWN_PARAMS = {
-    "model", "device", "device_map", "dtype", "max_new_tokens", "batch_size", "shuffle_options", "series_metadata",
-    "max_channel_names", "system_prompt", "toto", "image_dir", "threads", *_CONFIG_OVERRIDES,
-}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _as_bool(key: str, value: str) -> bool:
-    low = value.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"hybrid answerer: param {key}={value!r} is not true/false")
-
-
-def _as_int(key: str, value: str, minimum: int = 1) -> int:
-    try:
-        number = int(value)
-    except ValueError as error:
-        raise ValueError(f"hybrid answerer: param {key}={value!r} is not an integer") from error
-    if number < minimum:
-        raise ValueError(f"hybrid answerer: param {key}={value!r} must be >= {minimum}")
-    return number
-
+__all__ = ["HybridAnswerer", "create_hybrid_answerer", "plan_visible_gpus", "series_metadata"]
 
 def _format_duration(seconds: float) -> str:
     if seconds < 60:
@@ -153,8 +128,9 @@ class HybridAnswerer:
         *,
         name: str = "hybrid",
         seed: int = 0,
-        max_new_tokens: int = 64,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_size: int = 8,
+        batch_token_budget: int | None = None,
         shuffle: bool = False,
         with_series_metadata: bool = True,
         max_channel_names: int = 1000,
@@ -166,6 +142,8 @@ class HybridAnswerer:
         self.seed = int(seed)
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
+        # Tokens one generate call may hold: len(batch) x (longest input + max_new_tokens); None = no limit.
+        self.batch_token_budget = batch_token_budget
         self.shuffle = bool(shuffle)
         self.with_series_metadata = bool(with_series_metadata)
         self.max_channel_names = int(max_channel_names)
@@ -210,11 +188,29 @@ class HybridAnswerer:
             if item.inputs is None:
                 answers[i] = self._no_options(item)
         ready.sort(key=lambda i: prepared[i].inputs.length)
-        for start in range(0, len(ready), self.batch_size):
-            chunk = ready[start : start + self.batch_size]
+        for chunk in self._batches(ready, [prepared[i].inputs.length for i in ready]):
             for i, answer in zip(chunk, self._generate([prepared[i] for i in chunk])):
                 answers[i] = answer
         return [answer for answer in answers if answer is not None]
+
+    def _batches(self, items: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive items (sorted by input length) in batches of at most batch_size whose padded size
+        len(batch) x (longest input + max_new_tokens) stays within batch_token_budget; a question larger than the
+        budget goes alone."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for item, length in zip(items, lengths):
+            grown = max(longest, length) + self.max_new_tokens
+            too_big = self.batch_token_budget is not None and (len(current) + 1) * grown > self.batch_token_budget
+            if current and (len(current) >= self.batch_size or too_big):
+                batches.append(current)
+                current, longest = [], 0
+            current.append(item)
+            longest = max(longest, length)
+        if current:
+            batches.append(current)
+        return batches
 
     def _prepare(self, question: Question, series: Sequence[SeriesGroup]) -> _Prepared:
         started = time.perf_counter()
@@ -250,7 +246,6 @@ class HybridAnswerer:
         """Each group's plot {image_dir}/{group_id}.png, where present (PIL images)."""
         if self.image_dir is None:
             return []
-        import os
 
         from PIL import Image
 
@@ -269,17 +264,21 @@ class HybridAnswerer:
             started = time.perf_counter()
             generated = self.model.generate([item.inputs for item in ready], max_new_tokens=self.max_new_tokens)
             share = (time.perf_counter() - started) / len(ready)
-            for item, token_ids in zip(ready, generated):
-                text = self.model.decode(token_ids)
-                parsed, status = parse_answer(text, item.options)
+            for item, generation in zip(ready, generated):
+                text = self.model.decode(generation.token_ids)
                 notes = dict(item.notes, batch_size=str(len(ready)))
+                if generation.finished:
+                    parsed, status = parse_answer(text, item.options)
+                else:  # cut off by max_new_tokens: whatever it says is not its answer
+                    parsed, status = None, "truncated"
+                    notes["truncated_at"] = str(self.max_new_tokens)
                 out[id(item)] = Answer(
                     raw_response=text,
                     parsed_answer=parsed,
                     parse_status=status,
                     latency_s=item.prep_s + share,
                     tokens_in=item.inputs.length,
-                    tokens_out=len(token_ids),
+                    tokens_out=len(generation.token_ids),
                     notes=notes,
                 )
         return [out[id(item)] if item.inputs is not None else self._no_options(item) for item in batch]
@@ -297,48 +296,58 @@ class HybridAnswerer:
         )
 
 
-def create_hybrid_answerer(spec: Any) -> HybridAnswerer:
-    """Factory for the answerer registry: ``register_answerer("hybrid", create_hybrid_answerer)``."""
-    params = dict(spec.params)
-    unknown = sorted(set(params) - _KNOWN_PARAMS)
-    if unknown:
-        raise ValueError(f"hybrid answerer: unknown param(s) {unknown}; known: {sorted(_KNOWN_PARAMS)}")
-    model_dir = params.get("model")
-    if not model_dir:
-        raise ValueError(
-            "hybrid answerer: params['model'] is required: the Toto-1.0-QA artifact directory "
-            "(config.json, vlm/, ts_modules.pt, toto/); `arfscore make-tiny-model DIR` writes a random tiny one"
-        )
-    import os
+def plan_visible_gpus(settings: HybridSettings, dtype: torch.dtype) -> PlacementPlan:
+    """The checked placement of the artifact over every GPU this process sees (a Ray actor sees its own G)."""
+    from transformers import AutoConfig
 
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"hybrid answerer: params['model']={model_dir!r} is not a directory")
-    if params.get("threads"):
-        torch.set_num_threads(_as_int("threads", params["threads"]))
-    overrides = {key: kind(params[key]) if kind is str else _as_int(key, params[key]) for key, kind in _CONFIG_OVERRIDES.items() if key in params}
-    device = params.get("device") or None
-    device_map = params.get("device_map") or None
-    if device_map is not None and device_map != "auto":
-        raise ValueError(f"hybrid answerer: param device_map={device_map!r}: only 'auto' is supported")
-    if device is None and device_map == "auto" and torch.cuda.is_available():
-        device = "cuda:0"
+    config, _ = read_artifact_config(settings.model, settings.toto, **settings.config_overrides())
+    vlm_config = AutoConfig.from_pretrained(os.path.join(settings.model, config.vlm_path))
+    budgets = [
+        int(settings.gpu_memory_gib * GiB) if settings.gpu_memory_gib is not None
+        else int(torch.cuda.get_device_properties(index).total_memory * settings.gpu_memory_fraction)
+        for index in range(torch.cuda.device_count())
+    ]
+    hidden = int(getattr(vlm_config, "text_config", vlm_config).hidden_size)
+    question_tokens = settings.max_question_tokens or estimate_question_tokens(
+        max_channel_names=settings.max_channel_names if settings.series_metadata else 0, images=2 if settings.image_dir else 0
+    )
+    return plan_placement(
+        vlm_config, budgets, dtype=dtype, ts_bytes=ts_module_bytes(config, hidden, dtype), question_tokens=question_tokens,
+        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+    )
+
+
+def create_hybrid_answerer(spec: Any) -> HybridAnswerer:
+    """Factory for the answerer registry: settings from ``spec.params`` (model/configuration.HybridSettings)."""
+    settings = parse_settings(HybridSettings, dict(spec.params), spec.name)
+    if not os.path.isdir(settings.model):
+        raise SettingsError(f"answerer {spec.name}: setting model={settings.model!r}: not a directory here")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    plan = None
+    if device.type == "cuda" and settings.device_map == "auto":
+        plan = plan_visible_gpus(settings, dtype)  # PlacementError (with the sizes) before any weight loads
+        device = torch.device(f"cuda:{plan.ts_device}")
+        print(f"arfscore hybrid: GPU plan\n{plan.describe()}", flush=True)
     model = HybridModel.from_pretrained(
-        model_dir,
-        device=device,
-        dtype=params.get("dtype") or None,
-        device_map=device_map,
-        toto_path=params.get("toto") or None,
-        **overrides,
+        settings.model, device=device, dtype=dtype, device_map=plan.device_map if plan else None, toto_path=settings.toto,
+        **settings.config_overrides(),
     )
     return HybridAnswerer(
         model,
         name=spec.name,
         seed=spec.seed,
-        max_new_tokens=_as_int("max_new_tokens", params.get("max_new_tokens", "64")),
-        batch_size=_as_int("batch_size", params.get("batch_size", "8")),
-        shuffle=_as_bool("shuffle_options", params.get("shuffle_options", "false")),
-        with_series_metadata=_as_bool("series_metadata", params.get("series_metadata", "true")),
-        max_channel_names=_as_int("max_channel_names", params.get("max_channel_names", "1000"), minimum=0),
-        system_prompt=params.get("system_prompt") or None,
-        image_dir=params.get("image_dir") or None,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        batch_token_budget=plan.batch_token_budget if plan else None,
+        shuffle=settings.shuffle_options,
+        with_series_metadata=settings.series_metadata,
+        max_channel_names=settings.max_channel_names,
+        system_prompt=settings.system_prompt,
+        image_dir=settings.image_dir,
     )
+
+
+create_hybrid_answerer.settings = HybridSettings  # type: ignore[attr-defined]  # for "model.pipeline:create_hybrid_answerer"

@@ -8,7 +8,7 @@ from tasks.answering import ShardWorker
 
 def worker(corpus, tmp_path, fail_ids: str = "") -> ShardWorker:
     spec = AnswererSpec(name="tests.faulty_answerers:batches_with_poison", params={"fail_ids": fail_ids})
-    return ShardWorker(str(corpus), spec, "batch", str(tmp_path), question_timeout_s=None)
+    return ShardWorker(str(corpus), spec, "batch", question_timeout_s=None)
 
 
 def test_questions_are_answered_in_batches_with_the_same_answers(small_corpus, tmp_path):
