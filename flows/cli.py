@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 # An offline batch tool: no usage telemetry from the local Prefect server or Ray (this also avoids DNS timeouts).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -101,38 +102,76 @@ def _print_leaderboard(board, title: str = "leaderboard") -> None:
     console.print(table)
 
 
+def _answerer_settings(config_file: Path | None, options: list[str] | None, model: str | None) -> dict[str, Any]:
+    """--answerer-config FILE.yaml (a mapping of settings), then each --answerer-opt KEY=VALUE over it, then --model."""
+    import yaml
+
+    settings: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise typer.BadParameter(f"{config_file}: {error}", param_hint="--answerer-config") from error
+        if loaded is not None and not isinstance(loaded, dict):
+            raise typer.BadParameter(f"{config_file}: expected a mapping of settings, got {type(loaded).__name__}", param_hint="--answerer-config")
+        settings.update({str(key): value for key, value in (loaded or {}).items()})
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{option!r}: expected KEY=VALUE", param_hint="--answerer-opt")
+        settings[key.strip()] = value
+    if model:
+        settings["model"] = model
+    return settings
+
+
 @app.command()
 def score(
     corpus: str = typer.Argument(..., help="corpus directory or s3://bucket/prefix"),
-    answerer: str = typer.Option("stat", "--answerer", help="random | frequent | stat | hybrid"),
+    answerer: str = typer.Option("stat", "--answerer", help="random | frequent | stat | hybrid | package.module:factory"),
     run_id: str = typer.Option(..., "--run-id", help="[A-Za-z0-9._-]; rerunning the same id resumes it"),
     out: str = typer.Option("results", "--out", help="results directory or s3://bucket/prefix"),
-    ray_address: str = typer.Option(None, "--ray-address", help="existing Ray cluster (default: start a local one)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
     actors: int = typer.Option(2, "--actors", min=1),
     num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor", min=0.0),
     shard_size: int = typer.Option(16, "--shard-size", min=1),
     repeats: int = typer.Option(1, "--repeats", min=1),
     seed: int = typer.Option(0, "--seed"),
-    model: str = typer.Option(None, "--model", help="model directory (hybrid answerer)"),
+    model: str = typer.Option(None, "--model", help="model directory (hybrid answerer; = --answerer-opt model=DIR)"),
+    answerer_opt: list[str] = typer.Option(None, "--answerer-opt", help="answerer setting KEY=VALUE (repeatable)"),
+    answerer_config: Path = typer.Option(None, "--answerer-config", help="YAML mapping of answerer settings"),
+    question_timeout: float = typer.Option(600.0, "--question-timeout", min=0.0, help="seconds per question; 0 = none"),
+    placement_timeout: float = typer.Option(600.0, "--placement-timeout", min=1.0, help="seconds to wait for actors to be placed"),
 ) -> None:
     """Score a corpus through the Prefect flow and a Ray actor pool; print the leaderboard."""
     import pandas as pd
 
     from flows.score import expand_run_id, score_corpus
-    from tasks.corpus import CorpusError
+    from model.errors import ArfscoreError
+    from tasks.answering import answerer_params
+    from tasks.shards import IncompleteRunError
+    from tasks.storage import StorageError
 
     try:
         expand_run_id(run_id)  # before starting Prefect and Ray: a bad id is a usage error, not a failed run
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--run-id") from error
+    settings = _answerer_settings(answerer_config, answerer_opt, model)
+    try:
+        answerer_params(answerer, settings)  # unknown key or bad value: exit 1 naming it, before anything starts
+    except ValueError as error:
+        console.print(f"[red]invalid answerer settings[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
     try:
         rows = score_corpus(
             corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
-            num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed, model=model,
+            num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed,
+            question_timeout_s=question_timeout or None, answerer_settings=settings, placement_timeout_s=placement_timeout,
         )
-    except CorpusError as error:  # corpus unreadable or storage down after retries: one clear line, exit 1
+    except ArfscoreError as error:  # bad corpus, storage down, manifest differs, cluster too small, incomplete run
         console.print(f"[red]run {escape(run_id)} failed[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
-        console.print("shards already written are kept: rerun with the same --run-id to resume", highlight=False)
+        if isinstance(error, (StorageError, IncompleteRunError)):
+            console.print("shards already written are kept: rerun with the same --run-id to resume", highlight=False)
         raise typer.Exit(1) from error
     _print_leaderboard(pd.DataFrame(rows), title=f"leaderboard: {run_id}")
 

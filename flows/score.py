@@ -1,4 +1,5 @@
-"""The score_corpus Prefect flow: index corpus -> plan shards (resume) -> Ray actor pool -> metrics -> report.
+"""The score_corpus Prefect flow: index corpus -> pre-flight the cluster -> per run: manifest, plan shards (resume),
+Ray actor pool (the driver writes every shard), completeness check, metrics, run record -> leaderboard.
 
 Wiring only: every step is a plain function in tasks/, wrapped here as a Prefect task.
 """
@@ -7,19 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from model.answerers import AnswererSpec, answer_priors
-from tasks import answering, report, shards, store
+from model.answerers import AnswererSpec, answer_priors, resolved_settings
+from tasks import answering, cluster, manifest, report, shards, store
 from tasks.corpus import load_corpus
+from tasks.storage import absolute_location, is_remote
 from tasks.store import validate_run_id
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """Everything that defines a scoring run (stored in the run record)."""
+    """Everything the run was started with (stored in the run record; the manifest holds what defines it)."""
 
     corpus: str
     answerer: str
@@ -31,15 +34,19 @@ class ScoreConfig:
     shard_size: int
     repeats: int
     seed: int
-    model: str | None
     question_timeout_s: float | None
+    placement_timeout_s: float
     params: tuple[tuple[str, str], ...]
 
 
 # No Prefect retries: storage I/O is retried with backoff inside the tasks; data errors must not be retried.
 load_corpus_task = task(load_corpus, name="load_corpus")
+corpus_fingerprint_task = task(manifest.corpus_fingerprint, name="corpus_fingerprint")
+prepare_cluster_task = task(cluster.prepare_cluster, name="prepare_cluster")
+ensure_manifest_task = task(manifest.ensure_manifest, name="ensure_manifest")
 plan_shards_task = task(shards.plan_shards, name="plan_shards")
 pending_shards_task = task(shards.pending_shards, name="pending_shards")
+check_complete_task = task(shards.check_complete, name="check_complete")
 compute_metrics_task = task(report.compute_run_metrics, name="compute_metrics")
 record_run_task = task(report.record_run, name="record_run")
 read_leaderboard_task = task(report.read_leaderboard, name="read_leaderboard")
@@ -47,17 +54,17 @@ remove_temp_files_task = task(store.remove_temp_files, name="remove_temp_files")
 
 
 @task(name="answer_shards")
-def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pending: list[shards.Shard], questions: list, total: int) -> list[answering.ShardResult]:
+def answer_shards_task(
+    config: ScoreConfig, spec: AnswererSpec, run_id: str, pending: list[shards.Shard], questions: list, total: int,
+    pool: answering.PoolConfig, n_actors: int,
+) -> list[answering.ShardResult]:
     """One task drives the whole actor pool (prefect-ray runs stateless tasks, not actors)."""
     logger = get_run_logger()
-    pool = answering.PoolConfig(
-        actors=config.actors, num_gpus_per_actor=config.num_gpus_per_actor, question_timeout_s=config.question_timeout_s
-    )
-    if not pending:  # a rerun of a complete run: nothing to answer, no Ray to start
+    if not pending:  # a rerun of a complete run: nothing to answer
         logger.info("run %s: every shard is already written", run_id)
         return []
     done_before = total - sum(len(shard.question_ids) for shard in pending)
-    with report.progress_bar() as progress, answering.ray_session(config.ray_address):
+    with report.progress_bar() as progress:
         bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="- q/s")
         started = datetime.now(timezone.utc)
         answered = 0
@@ -72,7 +79,9 @@ def answer_shards_task(config: ScoreConfig, spec: AnswererSpec, run_id: str, pen
                 result.index, result.n_questions, result.n_ok, result.n_error, result.seconds, (result.node_id or "-")[:12],
             )
 
-        return answering.answer_shards(config.corpus, spec, run_id, config.out, pending, questions, pool, on_shard)
+        return answering.answer_shards(
+            config.corpus, spec, run_id, config.out, pending, questions, pool, on_shard, on_event=logger.info, n_actors=n_actors
+        )
 
 
 def expand_run_id(run_id: str, now: datetime | None = None) -> str:
@@ -100,37 +109,59 @@ def score_corpus(
     seed: int = 0,
     model: str | None = None,
     question_timeout_s: float | None = 600.0,
-    answerer_params: dict[str, str] | None = None,
+    answerer_settings: dict[str, Any] | None = None,
+    placement_timeout_s: float = 600.0,
 ) -> list[dict]:
-    """Score `corpus` with `answerer`; answers, metrics and run records land under `out`. Returns the leaderboard
-    rows of this flow's runs. Re-running with the same run_id answers only the shards not yet written."""
+    """Score ``corpus`` with ``answerer``; answers, metrics and run records land under ``out``. Returns the
+    leaderboard rows of this flow's runs. Re-running with the same run_id (and the same manifest) answers only the
+    shards not yet written; a run ends complete (every planned question exactly once) or fails."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     logger = get_run_logger()
-    # Each actor gets one CPU: CPU answerers use one thread there (no oversubscription across actors).
-    settings = {"threads": "1", **(answerer_params or {}), **({"model": model} if model else {})}
-    params = tuple(sorted(settings.items()))
+    corpus, out = absolute_location(corpus), absolute_location(out)  # actors run in other directories and hosts
+    pool = answering.PoolConfig(
+        actors=actors, num_gpus_per_actor=num_gpus_per_actor, question_timeout_s=question_timeout_s,
+        placement_timeout_s=placement_timeout_s,
+    )
+    params = answering.answerer_params(answerer, {**(answerer_settings or {}), **({"model": model} if model else {})}, pool.num_cpus_per_actor)
     config = ScoreConfig(
-        corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed, model, question_timeout_s, params
+        corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed,
+        question_timeout_s, placement_timeout_s, params,
     )
     run_id = expand_run_id(run_id)  # an invalid run id fails before any work
     run_ids = run_ids_for(run_id, repeats)
     index = load_corpus_task(corpus)
     logger.info("corpus %s: %d questions, %d with problems", corpus, len(index.questions), len({p.question_id for p in index.problems}))
+    fingerprint = corpus_fingerprint_task(index)
     priors = answer_priors(index.questions)
     planned = plan_shards_task(index.questions, shard_size)
-    for repeat, this_run in enumerate(run_ids):
-        started = datetime.now(timezone.utc)
-        spec = AnswererSpec(name=answerer, seed=seed + repeat, answer_priors=priors, params=params)
-        # A killed run may have left temp files (a shard killed mid-write): never read, removed here.
-        leftovers = remove_temp_files_task(out, this_run)
-        if leftovers:
-            logger.info("run %s: removed %d temp file(s) left by an interrupted run", this_run, len(leftovers))
-        pending = pending_shards_task(planned, out, this_run)
-        logger.info("run %s: %d of %d shards to answer (%d already written)", this_run, len(pending), len(planned), len(planned) - len(pending))
-        answer_shards_task(config, spec, this_run, pending, index.questions, len(index.questions))
-        compute_metrics_task(out, this_run)
-        record_run_task(out, this_run, answerer=answerer, corpus=corpus, corpus_checksum=index.checksum, config=config, started_at=started, ended_at=datetime.now(timezone.utc))
+    artifacts = {key: value for key, value in params if key in manifest.ARTIFACT_SETTINGS and not is_remote(value)}
+    with cluster.ray_session(ray_address):
+        ready = prepare_cluster_task(corpus, fingerprint, artifacts, actors, pool.demand, placement_timeout_s)
+        if ready.note:
+            logger.warning("%s", ready.note)
+        logger.info("nodes checked (corpus and models readable, same bytes): %s", ", ".join(ready.checked_nodes))
+        for repeat, this_run in enumerate(run_ids):
+            started = datetime.now(timezone.utc)
+            spec = AnswererSpec(name=answerer, seed=seed + repeat, answer_priors=priors, params=params)
+            run_manifest = manifest.build_manifest(
+                run_id=this_run, answerer=answerer, settings=resolved_settings(spec), seed=spec.seed, shard_size=shard_size,
+                corpus_location=corpus, corpus=fingerprint, models=ready.models,
+            )
+            state = ensure_manifest_task(out, this_run, run_manifest)  # a differing resume stops here, nothing written
+            leftovers = remove_temp_files_task(out, this_run)  # a shard killed mid-write: never read, removed here
+            pending = pending_shards_task(planned, out, this_run)
+            logger.info(
+                "run %s (manifest %s): %d of %d shards to answer, %d already written, %d temp file(s) removed",
+                this_run, state, len(pending), len(planned), len(planned) - len(pending), len(leftovers),
+            )
+            answer_shards_task(config, spec, this_run, pending, index.questions, len(index.questions), pool, ready.n_actors)
+            check_complete_task(planned, out, this_run)  # metrics are never computed over a partial set
+            compute_metrics_task(out, this_run)
+            record_run_task(
+                out, this_run, answerer=answerer, corpus=corpus, corpus_checksum=index.checksum, config=config,
+                started_at=started, ended_at=datetime.now(timezone.utc), manifest=run_manifest,
+            )
     board = read_leaderboard_task(out, run_ids)
     create_markdown_artifact(report.leaderboard_markdown(board), key=_artifact_key(run_id), description=f"arfscore leaderboard for {run_id}")
     return board.to_dict("records")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from importlib import metadata
@@ -13,11 +13,12 @@ from typing import Any
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from tasks import __version__
 from tasks.metrics import compute_metrics
 from tasks.store import open_views, read_answers, write_metrics, write_run_record
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = ("answerer", "run_id", "n", "accuracy", "macro_f1", "invalid", "n_error")
-_VERSIONED = ("arfscore", "prefect", "ray", "pyarrow", "duckdb", "torch", "transformers", "numpy", "scikit-learn")
+_VERSIONED = ("prefect", "ray", "pyarrow", "duckdb", "torch", "transformers", "numpy", "scikit-learn")
 
 
 def progress_bar(console: Any = None) -> Progress:
@@ -43,7 +44,7 @@ def compute_run_metrics(out: str, run_id: str) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), "arfscore": __version__}  # the code running, installed or shipped
     for name in _VERSIONED:
         try:
             versions[name] = metadata.version(name)
@@ -52,8 +53,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def record_run(out: str, run_id: str, *, answerer: str, corpus: str, corpus_checksum: str, config: Any, started_at: datetime, ended_at: datetime) -> str:
-    """Write results/runs/run_id=R/run.parquet: config, corpus + checksum, versions, times, counts."""
+def record_run(
+    out: str, run_id: str, *, answerer: str, corpus: str, corpus_checksum: str, config: Any, started_at: datetime, ended_at: datetime,
+    manifest: Mapping[str, Any] | None = None,
+) -> str:
+    """Write results/runs/run_id=R/run.parquet: config, corpus + checksum, versions, times, counts, manifest."""
     answers = read_answers(out, run_id)
     n_error = int((answers["status"] == "error").sum()) if not answers.empty else 0
     config_dict = asdict(config) if is_dataclass(config) else dict(config)
@@ -70,6 +74,7 @@ def record_run(out: str, run_id: str, *, answerer: str, corpus: str, corpus_chec
             "n_questions": len(answers),
             "n_ok": len(answers) - n_error,
             "n_error": n_error,
+            "manifest_json": json.dumps(manifest, sort_keys=True, default=str) if manifest is not None else None,
         },
         out,
         run_id,

@@ -5,6 +5,7 @@ Layout under ``out`` (a local directory or an ``s3://`` URL; DESIGN.md section 7
     answers/run_id=R/shard=00000.parquet   ANSWER_SCHEMA, one file per complete shard
     metrics/run_id=R/metrics.parquet       METRICS_SCHEMA
     runs/run_id=R/run.parquet              RUN_SCHEMA (a directory per run: hive partitioning needs one)
+    runs/run_id=R/manifest.json            what defines the run (tasks/manifest.py), written at its first start
     arfscore.duckdb                        views from sql/ (local ``out`` only; in memory for remote ``out``)
 
 Every file is written whole to a temporary name in its final directory (".<name>.<random>.tmp") and then renamed,
@@ -22,8 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -37,15 +36,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
+
+from tasks.storage import display_path, local_path, result_filesystem, with_io_retries, write_atomic
 
 __all__ = [
     "ANSWER_SCHEMA",
     "METRICS_SCHEMA",
     "RUN_SCHEMA",
+    "answers_table",
+    "manifest_path",
     "metrics_path",
     "open_views",
     "read_answers",
+    "read_manifest",
     "read_metrics",
     "remove_temp_files",
     "run_record_path",
@@ -53,6 +56,7 @@ __all__ = [
     "shard_path",
     "sql_literal",
     "validate_run_id",
+    "write_manifest",
     "write_metrics",
     "write_run_record",
     "write_shard",
@@ -80,7 +84,11 @@ ANSWER_SCHEMA = pa.schema(
         pa.field("n_steps", pa.int64()),
         pa.field("interval_s", pa.int64()),
         pa.field("option_order_seed", pa.int64()),
+        pa.field("parse_status", pa.string()),  # json | answer_line | before_period | raw | direct | unmatched | truncated
+        pa.field("prompt_tokens", pa.int64()),  # None for answerers without tokens
+        pa.field("completion_tokens", pa.int64()),
         pa.field("node_id", pa.string()),  # Ray node that answered, None outside Ray
+        pa.field("gpu_ids", pa.list_(pa.string())),  # GPU ids Ray assigned to the answering actor ([] on CPU)
         pa.field("attempts", pa.int32()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -117,6 +125,7 @@ RUN_SCHEMA = pa.schema(
         pa.field("n_questions", pa.int64()),
         pa.field("n_ok", pa.int64()),
         pa.field("n_error", pa.int64()),
+        pa.field("manifest_json", pa.string()),  # the run manifest (tasks/manifest.py)
     ]
 )
 
@@ -124,9 +133,6 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SHARD_FILE = re.compile(r"shard=(\d+)\.parquet")
 # Temp names written by _write_table_atomic: ".<final name>.<32 hex>.tmp".
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
-# Test hook (tests/test_faults_kill.py): seconds write_shard waits after the temp file is complete and before the
-# rename, so a test can kill a run deterministically while a shard is mid-write. Unset in normal use.
-PAUSE_AFTER_TEMP_WRITE_ENV = "ARFSCORE_TEST_PAUSE_AFTER_TEMP_WRITE"
 _GLOB_CHARS = set("*?[]{}")
 
 # Placeholders in sql/staging/*.sql -> (glob under out, schema of the files). See open_views.
@@ -174,91 +180,22 @@ def run_record_path(out: str | os.PathLike[str], run_id: str) -> str:
     return f"{_root(out)}/runs/run_id={validate_run_id(run_id)}/run.parquet"
 
 
-def _filesystem(out: str | os.PathLike[str], filesystem: fsspec.AbstractFileSystem | None):
-    """The fsspec filesystem for ``out``, or None for a local path (handled with pathlib/os)."""
-    if filesystem is not None:
-        return None if isinstance(filesystem, LocalFileSystem) else filesystem
-    text = os.fspath(out)
-    if text.startswith("s3://"):
-        from tasks.corpus import s3_filesystem  # same endpoint, timeouts and retries as corpus reads
-
-        return s3_filesystem()
-    if "://" in text and not text.startswith("file://"):
-        fs, _ = fsspec.core.url_to_fs(text)
-        return fs
-    return None
-
-
-def _local(path: str) -> Path:
-    return Path(path[len("file://") :] if path.startswith("file://") else path)
+def manifest_path(out: str | os.PathLike[str], run_id: str) -> str:
+    """``{out}/runs/run_id={run_id}/manifest.json``."""
+    return f"{_root(out)}/runs/run_id={validate_run_id(run_id)}/manifest.json"
 
 
 # ---------------------------------------------------------------------------------------------------- file writes
 
 
-def _pause_after_temp_write() -> float:
-    """Seconds to wait between the temp write and the rename (test hook; 0 unless the env variable is set)."""
-    raw = os.environ.get(PAUSE_AFTER_TEMP_WRITE_ENV, "").strip()
-    return float(raw) if raw else 0.0
-
-
-def _write_table_atomic(table: pa.Table, path: str, fs: fsspec.AbstractFileSystem | None, *, pause_s: float = 0.0) -> str:
-    """Write ``table`` to a temp file next to ``path`` (".<name>.<random>.tmp"), then rename it onto ``path``.
-
-    Remote writes are retried on transient storage errors (each attempt writes a new temp file; the rename is
-    the commit, so a retry can never leave a partial file under the final name).
-    """
-    directory, _, name = path.rpartition("/")
-    if fs is None:
-        local_dir = _local(directory)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        local_tmp = local_dir / f".{name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(local_tmp, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            if pause_s:
-                time.sleep(pause_s)
-            os.replace(local_tmp, _local(path))
-        except BaseException:
-            local_tmp.unlink(missing_ok=True)
-            raise
-        return path
-
-    def attempt() -> str:
-        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-        fs.makedirs(directory, exist_ok=True)
-        try:
-            with fs.open(tmp, "wb") as f:
-                pq.write_table(table, f)
-            if pause_s:
-                time.sleep(pause_s)
-            fs.mv(tmp, path)
-        except BaseException:
-            try:
-                fs.rm(tmp)
-            except Exception:  # best effort: a leftover temp file is ignored by readers and removed on resume
-                pass
-            raise
-        return path
-
-    from tasks.corpus import with_io_retries
-
-    return with_io_retries(attempt, _display(path, fs))
-
-
-def _display(path: str, fs: fsspec.AbstractFileSystem | None) -> str:
-    """``path`` with its scheme (s3fs paths have none) for messages."""
-    if fs is None or "://" in path:
-        return path
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return f"{protocol}://{path}"
+def _write_table_atomic(table: pa.Table, path: str, fs: fsspec.AbstractFileSystem | None) -> str:
+    """Write ``table`` as Parquet whole (tasks/storage.write_atomic: temp name, then rename; retried remotely)."""
+    return write_atomic(path, lambda handle: pq.write_table(table, handle), fs)
 
 
 def _temp_files(directory: str, fs: fsspec.AbstractFileSystem | None) -> list[str]:
     if fs is None:
-        local = _local(directory)
+        local = local_path(directory)
         names = [p.name for p in local.iterdir() if p.is_file()] if local.is_dir() else []
     else:
         fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
@@ -280,12 +217,12 @@ def remove_temp_files(
     """
     root = _root(out)
     validate_run_id(run_id)
-    fs = _filesystem(out, filesystem)
+    fs = result_filesystem(out, filesystem)
     removed: list[str] = []
     for kind in ("answers", "metrics", "runs"):
         for path in _temp_files(f"{root}/{kind}/run_id={run_id}", fs):
             if fs is None:
-                _local(path).unlink(missing_ok=True)
+                local_path(path).unlink(missing_ok=True)
             else:
                 fs.rm(path)
             removed.append(path)
@@ -298,7 +235,8 @@ def _check_required(table: pa.Table, columns: Sequence[str], what: str) -> None:
             raise ValueError(f"{what}: column {name!r} has {table.column(name).null_count} null value(s)")
 
 
-def _answers_table(rows: Sequence[Mapping[str, Any]], run_id: str) -> pa.Table:
+def answers_table(rows: Sequence[Mapping[str, Any]], run_id: str) -> pa.Table:
+    """Answer rows (dicts keyed by ANSWER_SCHEMA names) as a validated Arrow table: what actors send the driver."""
     names = set(ANSWER_SCHEMA.names)
     now = datetime.now(timezone.utc)
     prepared: list[dict[str, Any]] = []
@@ -320,6 +258,8 @@ def _answers_table(rows: Sequence[Mapping[str, Any]], run_id: str) -> pa.Table:
             )
         if record.get("options") is not None:
             record["options"] = list(record["options"])
+        if record.get("gpu_ids") is not None:
+            record["gpu_ids"] = [str(gpu) for gpu in record["gpu_ids"]]
         prepared.append(record)
     table = pa.Table.from_pylist(prepared, schema=ANSWER_SCHEMA)
     _check_required(table, _ANSWER_REQUIRED, f"answers of run {run_id}")
@@ -327,7 +267,7 @@ def _answers_table(rows: Sequence[Mapping[str, Any]], run_id: str) -> pa.Table:
 
 
 def write_shard(
-    rows: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | pa.Table,
     out: str | os.PathLike[str],
     run_id: str,
     shard: int,
@@ -335,13 +275,21 @@ def write_shard(
 ) -> str:
     """Write one complete shard of answer rows (ANSWER_SCHEMA) atomically; returns its path.
 
-    Rows are dicts keyed by ANSWER_SCHEMA column names; missing nullable columns are null, a missing run_id is
-    filled in, created_at defaults to now (UTC) and attempts to 1. Unknown columns, a different run_id, a status
-    other than "ok"/"error" or a null required column raise ValueError.
+    Rows are dicts keyed by ANSWER_SCHEMA column names (or a table made by :func:`answers_table`); missing
+    nullable columns are null, a missing run_id is filled in, created_at defaults to now (UTC) and attempts to 1.
+    Unknown columns, a different run_id, a status other than "ok"/"error" or a null required column raise
+    ValueError.
     """
     path = shard_path(out, run_id, shard)
-    table = _answers_table(rows, run_id)
-    return _write_table_atomic(table, path, _filesystem(out, filesystem), pause_s=_pause_after_temp_write())
+    if isinstance(rows, pa.Table):
+        if not rows.schema.equals(ANSWER_SCHEMA):
+            raise ValueError(f"shard {shard} of run {run_id}: the table does not have ANSWER_SCHEMA")
+        if set(rows.column("run_id").to_pylist()) - {run_id}:
+            raise ValueError(f"shard {shard}: rows of another run than {run_id!r}")
+        table = rows
+    else:
+        table = answers_table(rows, run_id)
+    return _write_table_atomic(table, path, result_filesystem(out, filesystem))
 
 
 def written_shards(
@@ -349,9 +297,9 @@ def written_shards(
 ) -> set[int]:
     """Shard numbers already written (complete) for ``run_id``; temp files are ignored."""
     directory = f"{_root(out)}/answers/run_id={validate_run_id(run_id)}"
-    fs = _filesystem(out, filesystem)
+    fs = result_filesystem(out, filesystem)
     if fs is None:
-        local = _local(directory)
+        local = local_path(directory)
         names = [p.name for p in local.iterdir() if p.is_file()] if local.is_dir() else []
     else:
         fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
@@ -378,7 +326,7 @@ def write_metrics(
         raise ValueError(f"metrics of run {run_id}: rows of other run(s) {wrong}")
     table = pa.Table.from_pandas(df[METRICS_SCHEMA.names], schema=METRICS_SCHEMA, preserve_index=False)
     _check_required(table, ("run_id", "answerer", "scope", "key", "n"), f"metrics of run {run_id}")
-    return _write_table_atomic(table, path, _filesystem(out, filesystem))
+    return _write_table_atomic(table, path, result_filesystem(out, filesystem))
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -420,7 +368,44 @@ def write_run_record(
     row["started_at"] = _as_utc(row.get("started_at"))
     row["ended_at"] = _as_utc(row.get("ended_at"))
     table = pa.Table.from_pylist([row], schema=RUN_SCHEMA)
-    return _write_table_atomic(table, path, _filesystem(out, filesystem))
+    return _write_table_atomic(table, path, result_filesystem(out, filesystem))
+
+
+def write_manifest(
+    manifest: Mapping[str, Any], out: str | os.PathLike[str], run_id: str, filesystem: fsspec.AbstractFileSystem | None = None
+) -> str:
+    """Write ``runs/run_id=R/manifest.json`` whole (sorted keys, UTF-8); returns its path."""
+    payload = (json.dumps(manifest, sort_keys=True, indent=2, default=str) + "\n").encode("utf-8")
+    return write_atomic(manifest_path(out, run_id), lambda handle: handle.write(payload), result_filesystem(out, filesystem))
+
+
+def read_manifest(
+    out: str | os.PathLike[str], run_id: str, filesystem: fsspec.AbstractFileSystem | None = None
+) -> dict[str, Any] | None:
+    """The run's manifest, or None when the run has none yet."""
+    path = manifest_path(out, run_id)
+    fs = result_filesystem(out, filesystem)
+
+    def read() -> bytes | None:
+        try:
+            if fs is None:
+                return local_path(path).read_bytes()
+            fs.invalidate_cache()
+            with fs.open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    payload = with_io_retries(read, display_path(path, fs))
+    if payload is None:
+        return None
+    try:
+        manifest = json.loads(payload)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{display_path(path, fs)}: not valid JSON ({error})") from error
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{display_path(path, fs)}: expected a JSON object")
+    return manifest
 
 
 # ----------------------------------------------------------------------------------------------------- file reads
@@ -429,7 +414,7 @@ def write_run_record(
 def _list_files(out: str | os.PathLike[str], pattern: str, fs: fsspec.AbstractFileSystem | None) -> list[str]:
     root = _root(out)
     if fs is None:
-        base = _local(root)
+        base = local_path(root)
         found = sorted(str(p) for p in base.glob(pattern) if p.is_file()) if base.is_dir() else []
     else:
         fs.invalidate_cache()  # listings are written by other processes: never trust a cached one
@@ -452,7 +437,7 @@ def read_answers(
     filesystem: fsspec.AbstractFileSystem | None = None,
 ) -> pd.DataFrame:
     """All answer rows under ``out`` (or of one run), sorted by run_id, question_id; empty frame if none."""
-    fs = _filesystem(out, filesystem)
+    fs = result_filesystem(out, filesystem)
     run_dir = "run_id=*" if run_id is None else f"run_id={validate_run_id(run_id)}"
     paths = [p for p in _list_files(out, f"answers/{run_dir}/shard=*.parquet", fs)
              if _SHARD_FILE.fullmatch(p.rsplit("/", 1)[-1])]
@@ -466,7 +451,7 @@ def read_metrics(
     filesystem: fsspec.AbstractFileSystem | None = None,
 ) -> pd.DataFrame:
     """All metrics rows under ``out`` (or of one run); empty frame if none."""
-    fs = _filesystem(out, filesystem)
+    fs = result_filesystem(out, filesystem)
     run_dir = "run_id=*" if run_id is None else f"run_id={validate_run_id(run_id)}"
     return _read_tables(_list_files(out, f"metrics/{run_dir}/metrics.parquet", fs), METRICS_SCHEMA, fs)
 
@@ -543,11 +528,11 @@ def open_views(
     show up without reopening; a table with no files yet gets an empty typed view: call open_views again once
     it has files.
     """
-    fs = _filesystem(out, filesystem)
+    fs = result_filesystem(out, filesystem)
     root = _root(out)
     if fs is None:
-        root = str(_local(root).resolve())
-        _local(root).mkdir(parents=True, exist_ok=True)
+        root = str(local_path(root).resolve())
+        local_path(root).mkdir(parents=True, exist_ok=True)
     elif "://" not in root:
         protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
         root = f"{protocol}://{root.lstrip('/')}"

@@ -29,7 +29,7 @@ def test_actor_killed_by_a_question_is_replaced_and_the_question_becomes_an_erro
     board = score(small_corpus, tmp_path, "clean")
     started = time.perf_counter()
     crash_board = score(
-        small_corpus, tmp_path, "crash", answerer="tests.faulty_answerers:kills_process_on", answerer_params={"fail_ids": "3"}
+        small_corpus, tmp_path, "crash", answerer="tests.faulty_answerers:kills_process_on", answerer_settings={"fail_ids": "3"}
     )
     seconds = time.perf_counter() - started
     answers = read_answers(str(tmp_path), "crash").set_index("question_id")

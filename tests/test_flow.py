@@ -74,12 +74,12 @@ def test_corrupt_series_becomes_error_rows_while_others_succeed(small_corpus, tm
 
 
 def test_answerer_exception_and_timeout_become_error_rows(small_corpus, tmp_path):
-    score(small_corpus, tmp_path, "raises", answerer="tests.faulty_answerers:raises_on", answerer_params={"fail_ids": "3,7"})
+    score(small_corpus, tmp_path, "raises", answerer="tests.faulty_answerers:raises_on", answerer_settings={"fail_ids": "3,7"})
     answers = read_answers(str(tmp_path), "raises").set_index("question_id")
     assert set(answers.index[answers["status"] == "error"]) == {3, 7}
     assert answers.loc[3, "error"].startswith("answerer tests.faulty_answerers:raises_on failed: RuntimeError: deliberate failure")
 
-    score(small_corpus, tmp_path, "slow", answerer="tests.faulty_answerers:sleeps_on", answerer_params={"fail_ids": "4"}, question_timeout_s=1.0)
+    score(small_corpus, tmp_path, "slow", answerer="tests.faulty_answerers:sleeps_on", answerer_settings={"fail_ids": "4"}, question_timeout_s=1.0)
     answers = read_answers(str(tmp_path), "slow").set_index("question_id")
     assert set(answers.index[answers["status"] == "error"]) == {4}
     assert "no answer within 1 s" in answers.loc[4, "error"]

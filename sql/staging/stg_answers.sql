@@ -37,7 +37,11 @@ final as (
         cast(n_steps as bigint) as n_steps,
         cast(interval_s as bigint) as interval_s,
         cast(option_order_seed as bigint) as option_order_seed,
+        cast(parse_status as varchar) as parse_status,
+        cast(prompt_tokens as bigint) as prompt_tokens,
+        cast(completion_tokens as bigint) as completion_tokens,
         cast(node_id as varchar) as node_id,
+        cast(gpu_ids as varchar[]) as gpu_ids,
         cast(attempts as integer) as attempts,
         cast(created_at as timestamptz) as created_at
 

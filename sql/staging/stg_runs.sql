@@ -26,7 +26,8 @@ final as (
         cast(ended_at as timestamptz) as ended_at,
         cast(n_questions as bigint) as n_questions,
         cast(n_ok as bigint) as n_ok,
-        cast(n_error as bigint) as n_error
+        cast(n_error as bigint) as n_error,
+        cast(manifest_json as varchar) as manifest_json
 
     from source
 
