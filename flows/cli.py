@@ -168,7 +168,8 @@ def score(
             num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed,
             question_timeout_s=question_timeout or None, answerer_settings=settings, placement_timeout_s=placement_timeout,
         )
-    except ArfscoreError as error:  # bad corpus, storage down, manifest differs, cluster too small, incomplete run
+    except (ArfscoreError, FileNotFoundError, PermissionError) as error:  # bad corpus or --out, storage down, manifest
+        # differs, cluster too small, incomplete run: one clear message
         console.print(f"[red]run {escape(run_id)} failed[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
         if isinstance(error, (StorageError, IncompleteRunError)):
             console.print("shards already written are kept: rerun with the same --run-id to resume", highlight=False)
@@ -217,6 +218,20 @@ def sql(
     con.close()
     if failures:
         raise typer.Exit(1)
+
+
+@app.command("runtime-env")
+def runtime_env_command(
+    pip: bool = typer.Option(True, "--pip/--no-pip", help="install the pinned dependencies on the nodes"),
+    env: list[str] = typer.Option(None, "--env", help="environment variable KEY=VALUE for the job and its actors"),
+) -> None:
+    """Print the runtime_env JSON that ships this checkout to a Ray cluster (for `ray job submit --runtime-env-json`)."""
+    import json
+
+    from tasks.jobs import runtime_env
+
+    variables = dict(item.split("=", 1) for item in env or [] if "=" in item)
+    print(json.dumps(runtime_env(pip=pip, env_vars=variables)))
 
 
 @app.command("make-tiny-model")

@@ -163,11 +163,5 @@ def score_corpus(
                 started_at=started, ended_at=datetime.now(timezone.utc), manifest=run_manifest,
             )
     board = read_leaderboard_task(out, run_ids)
-    create_markdown_artifact(report.leaderboard_markdown(board), key=_artifact_key(run_id), description=f"arfscore leaderboard for {run_id}")
+    create_markdown_artifact(report.leaderboard_markdown(board), key=report.artifact_key(run_id), description=f"arfscore leaderboard for {run_id}")
     return board.to_dict("records")
-
-
-def _artifact_key(run_id: str) -> str:
-    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
-    cleaned = "".join(ch if ch.isalnum() else "-" for ch in run_id.lower()).strip("-")
-    return f"leaderboard-{cleaned or 'run'}"

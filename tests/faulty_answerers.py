@@ -72,3 +72,20 @@ class BatchesWithPoison(RaisesOn):
 
 def batches_with_poison(spec: AnswererSpec) -> BatchesWithPoison:
     return BatchesWithPoison(spec)
+
+
+class BlocksOn(RaisesOn):
+    """Hangs on the listed questions where SIGALRM cannot reach it (the signal is blocked, as in native or CUDA
+    code): only the driver's deadline can end it."""
+
+    def answer(self, question: Question, series: list[SeriesGroup]) -> Answer:
+        if question.question_id in self.fail_ids:
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(3600)
+        return self.inner.answer(question, series)
+
+
+def blocks_on(spec: AnswererSpec) -> BlocksOn:
+    return BlocksOn(spec)

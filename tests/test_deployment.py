@@ -58,6 +58,8 @@ def test_prefect_deploy_worker_and_deployment_run_score_the_corpus(small_corpus,
         ARFSCORE_HOME=str(REPO_ROOT),
         ARFSCORE_CORPUS=str(small_corpus),
         ARFSCORE_OUT=str(out),
+        ARFSCORE_CLUSTER_CORPUS="s3://arf-nightly/corpus",
+        ARFSCORE_CLUSTER_OUT="s3://arf-nightly/results",
     )
     repo_before = _repo_files()
 
@@ -67,8 +69,15 @@ def test_prefect_deploy_worker_and_deployment_run_score_the_corpus(small_corpus,
 
     code, output, _ = sessions.run([PREFECT, "work-pool", "create", POOL, "--type", "process"], env, "pool", timeout_s=120)
     assert code == 0, output
+    # The cluster deployment takes the Ray dashboard address from a Prefect variable.
+    code, output, _ = sessions.run([PREFECT, "variable", "set", "arfscore_ray_dashboard", "http://10.1.2.3:8265"], env, "variable", timeout_s=60)
+    assert code == 0, output
     code, output, deploy_s = sessions.run([PREFECT, "--no-prompt", "deploy", "--all"], env, "deploy", timeout_s=180)
     assert code == 0, output[-4000:]
+    cluster = _api(f"{api_url}/deployments/name/submit-scoring-job/nightly-cluster")
+    assert cluster["entrypoint"] == "flows/submit.py:submit_scoring_job" and cluster["work_pool_name"] == POOL
+    assert cluster["parameters"]["dashboard_address"] == "http://10.1.2.3:8265"
+    assert cluster["parameters"]["corpus"] == "s3://arf-nightly/corpus" and cluster["parameters"]["run_id"] == "nightly-cluster-{date}"
 
     deployment = _api(f"{api_url}/deployments/name/{DEPLOYMENT}")
     assert deployment["work_pool_name"] == POOL

@@ -56,3 +56,44 @@ def test_an_answerer_that_cannot_be_built_fails_the_run_at_once(small_corpus, tm
         score(small_corpus, tmp_path, "unbuildable", answerer="tests.test_faults_actor:fails_to_build")
     assert time.perf_counter() - started < 120  # no churn through 3 + 3 x 24 replacement actors
     assert read_answers(str(tmp_path), "unbuildable").empty
+
+
+def test_an_actor_stuck_where_sigalrm_cannot_reach_is_killed_at_the_driver_deadline(small_corpus, tmp_path):
+    from tasks.answering import PoolConfig, answer_shards
+    from tasks.corpus import load_corpus
+    from tasks.shards import plan_shards
+
+    questions = load_corpus(str(small_corpus)).questions
+    shards = plan_shards(questions, 2)[:3]
+    poison = shards[0].question_ids[0]
+    spec = AnswererSpec("tests.faulty_answerers:blocks_on", params={"fail_ids": str(poison)})
+    pool = PoolConfig(actors=2, question_timeout_s=1.0, deadline_grace_s=2.0, max_attempts=2)
+    events: list[str] = []
+    started = time.perf_counter()
+    results = answer_shards(str(small_corpus), spec, "stuck", str(tmp_path), shards, questions, pool, on_event=events.append)
+    seconds = time.perf_counter() - started
+    answers = read_answers(str(tmp_path), "stuck").set_index("question_id")
+    assert sorted(answers.index) == sorted(q for shard in shards for q in shard.question_ids) and len(results) == 3
+    stuck = answers.loc[poison]
+    assert stuck["status"] == "error" and stuck["attempts"] == 2
+    assert stuck["error"] == "actor stuck: no answer within the driver's deadline of 3 s, killed on each of 2 attempts"
+    assert (answers.drop(index=poison)["status"] == "ok").all()
+    # The shard was tried twice whole (deadline 2 x 1 s + 2 s), then question by question.
+    assert sum("driver's deadline of 4 s" in event for event in events) == 2
+    assert sum("driver's deadline of 3 s" in event for event in events) == 2
+    print(f"\nFIGURE stuck actor: 4 driver-side kills and replacements, 6 questions answered in {seconds:.1f} s")
+
+
+def test_actors_the_cluster_cannot_place_fail_after_the_placement_timeout(small_corpus, tmp_path):
+    from tasks.answering import PoolConfig, answer_shards
+    from tasks.cluster import ClusterError
+    from tasks.corpus import load_corpus
+    from tasks.shards import plan_shards
+
+    questions = load_corpus(str(small_corpus)).questions
+    pool = PoolConfig(actors=1, resources_per_actor=(("no_such_node", 1.0),), placement_timeout_s=2.0)
+    started = time.perf_counter()
+    with pytest.raises(ClusterError, match=r"no answerer actor was placed within 2 s \(each needs 1 CPU, 1 no_such_node"):
+        answer_shards(str(small_corpus), AnswererSpec("stat"), "unplaced", str(tmp_path), plan_shards(questions, 8), questions, pool)
+    assert time.perf_counter() - started < 30
+    assert read_answers(str(tmp_path), "unplaced").empty
