@@ -78,7 +78,10 @@ def main() -> None:
     os.makedirs(args.dir, exist_ok=True)
     synth = _run("synth", args.dir, args.variates, args.steps)
     path = os.path.join(args.dir, "90000_0_60.parquet")
-    print(f"synthesize {args.variates} x {args.steps}: {synth['seconds']:.1f} s, peak RSS {synth['peak_rss_mb']:.0f} MB, file {synth['file_mb']:.0f} MB")
+    print(
+        f"synthesize {args.variates} x {args.steps}: {synth['seconds']:.1f} s, peak RSS {synth['peak_rss_mb']:.0f} MB, "
+        f"file {synth['file_mb']:.0f} MB"
+    )
     bare, dense = [], []
     for _ in range(args.repeats):  # alternate so both see the same page-cache state
         bare.append(_run("read_table", path, args.variates, args.steps))

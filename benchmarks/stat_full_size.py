@@ -100,7 +100,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="arfscore-full-") as directory:
         build = (lambda plan: parquet_group(plan, config, directory)) if args.via_parquet else (lambda plan: dense_group(plan, config))
         groups = {plan.group_id: build(plan) for plan in (shift, ramp)}
-    print(f"built 2 groups of {args.variates:,} x {args.steps:,} ({groups[shift.group_id].values.nbytes / 1e6:.0f} MB each) in {time.perf_counter() - started:.1f} s")
+    size_mb = groups[shift.group_id].values.nbytes / 1e6
+    print(f"built 2 groups of {args.variates:,} x {args.steps:,} ({size_mb:.0f} MB each) in {time.perf_counter() - started:.1f} s")
     for plan in (shift, ramp):
         print(f"  {plan.group_id}: {plan.anomaly}")
 

@@ -58,5 +58,7 @@ def submit_scoring_job(
     logger.info("submitted %s to %s", job_id, dashboard_address)
     wait_for_job_task(dashboard_address, job_id, timeout_s)
     board = read_leaderboard_task(out, [run_id])
-    create_markdown_artifact(report.leaderboard_markdown(board), key=report.artifact_key(run_id), description=f"arfscore leaderboard for {run_id} (Ray job {job_id})")
+    create_markdown_artifact(
+        report.leaderboard_markdown(board), key=report.artifact_key(run_id), description=f"arfscore leaderboard for {run_id} (Ray job {job_id})"
+    )
     return board.to_dict("records")

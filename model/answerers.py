@@ -326,12 +326,15 @@ def _yes_no(text: str) -> str | None:
 def _worse_direction(question_text: str) -> tuple[int, str]:
     """+1 when higher values are worse, -1 when lower are, from the caption; else guessed from the metric name."""
     low = _lower(question_text)
-    match = re.search(r"\b(higher|larger|greater|increas\w*|lower|smaller|decreas\w*)\s+(?:values?\s+|numbers?\s+)?(?:is|are)\s+(worse|bad|better|good)\b", low)
+    match = re.search(
+        r"\b(higher|larger|greater|increas\w*|lower|smaller|decreas\w*)\s+(?:values?\s+|numbers?\s+)?(?:is|are)\s+(worse|bad|better|good)\b", low
+    )
     if match:
         up = match.group(1).startswith(("high", "larg", "great", "increas"))
         bad = match.group(2) in ("worse", "bad")
         return (1 if up == bad else -1), "caption"
-    if re.search(r"healthy|throughput|success|hits|availability|uptime|requests?\b|count\b", low) and not re.search(r"error|fail|latenc|duration|lag|cpu|memory", low):
+    good_metric = re.search(r"healthy|throughput|success|hits|availability|uptime|requests?\b|count\b", low)
+    if good_metric and not re.search(r"error|fail|latenc|duration|lag|cpu|memory", low):
         return -1, "metric name (lower is worse)"
     return 1, "default (higher is worse)"
 
@@ -472,7 +475,11 @@ def _end(question, options, series, analyses, config) -> tuple[str, str]:
     if not analysis.detected:
         return (none or options[0]), analysis.summary()
     unresolved = next(
-        (o for o in options if _timestamp_ns(o) is None and re.search(r"not\s+(?:yet\s+)?(?:resolved|recovered)|unresolved|ongoing|still|after the latest|never", _lower(o))),
+        (
+            o for o in options
+            if _timestamp_ns(o) is None
+            and re.search(r"not\s+(?:yet\s+)?(?:resolved|recovered)|unresolved|ongoing|still|after the latest|never", _lower(o))
+        ),
         None,
     )
     stamped = _option_steps(options, group)

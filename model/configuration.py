@@ -116,7 +116,10 @@ def _pairs_to_dict(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
 
 
 def _is_pairs(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value) and len(value) > 0
+    return (
+        isinstance(value, tuple) and len(value) > 0
+        and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value)
+    )
 
 
 @dataclass(frozen=True)

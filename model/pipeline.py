@@ -59,8 +59,8 @@ from model.modeling_hybrid import HybridInputs, HybridModel, read_artifact_confi
 from model.parsing import parse_answer
 from model.placement import GiB, PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes
 from model.prompts import DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, shuffle_options
-from model.settings import SettingsError, parse_settings
 from model.records import Answer, Question, SeriesGroup
+from model.settings import SettingsError, parse_settings
 from model.toto_encoder import EncodedSeries
 
 __all__ = ["HybridAnswerer", "create_hybrid_answerer", "plan_visible_gpus", "series_metadata"]

@@ -574,7 +574,10 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
     starts, ends = starts[keep], ends[keep]
     total = np.zeros(starts.size)
     for i in range(len(rows)):
-        total += glr(c_cnt[i, ends] - c_cnt[i, starts], c_s1[i, ends] - c_s1[i, starts], c_s2[i, ends] - c_s2[i, starts], c_cnt[i, -1], c_s1[i, -1], c_s2[i, -1])
+        total += glr(
+            c_cnt[i, ends] - c_cnt[i, starts], c_s1[i, ends] - c_s1[i, starts], c_s2[i, ends] - c_s2[i, starts],
+            c_cnt[i, -1], c_s1[i, -1], c_s2[i, -1],
+        )
     best = _pick_window(total, starts, ends, n_blocks)
     coarse_start, coarse_end = int(starts[best]) * block, min(n_steps, int(ends[best]) * block)
     if block == 1:
@@ -592,7 +595,10 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
         return coarse_start, coarse_end, float(total[best])
     fine = np.zeros(s_idx.size)
     for i in range(len(rows)):
-        fine += glr(f_cnt[i, e_idx] - f_cnt[i, s_idx], f_s1[i, e_idx] - f_s1[i, s_idx], f_s2[i, e_idx] - f_s2[i, s_idx], f_cnt[i, -1], f_s1[i, -1], f_s2[i, -1])
+        fine += glr(
+            f_cnt[i, e_idx] - f_cnt[i, s_idx], f_s1[i, e_idx] - f_s1[i, s_idx], f_s2[i, e_idx] - f_s2[i, s_idx],
+            f_cnt[i, -1], f_s1[i, -1], f_s2[i, -1],
+        )
     pick = int(np.argmax(fine))
     return int(s_idx[pick]), int(e_idx[pick]), float(fine[pick])
 

@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any
 
 import duckdb

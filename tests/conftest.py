@@ -191,7 +191,9 @@ class Sessions:
     def start(self, args: list[str], env: dict[str, str], name: str, cwd: Path = REPO_ROOT) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(args, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            args, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
         process.log_path = self.log_dir / f"{name}.log"  # type: ignore[attr-defined]
         self.started.append(process)

@@ -56,7 +56,9 @@ class RayNodes:
             raise AssertionError(f"{name} failed ({code}):\n{(self.log_dir / f'{name}.log').read_text()[-3000:]}")
         return process.pid
 
-    def start_head(self, ip: str = "127.0.0.2", *, num_cpus: int = 1, num_gpus: int = 0, resources: dict | None = None, dashboard: bool = False) -> str:
+    def start_head(
+        self, ip: str = "127.0.0.2", *, num_cpus: int = 1, num_gpus: int = 0, resources: dict | None = None, dashboard: bool = False
+    ) -> str:
         port = free_port(ip)
         args = [self.ray, "start", "--head", f"--node-ip-address={ip}", f"--port={port}", f"--num-cpus={num_cpus}",
                 f"--num-gpus={num_gpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",

@@ -203,7 +203,8 @@ def test_stat_start_and_end_of_a_level_shift():
     # A shift over most of the series, lasting to its end: it started at the change and is not resolved.
     lasting = level_shift_group(start=350, end=None, size=80.0)
     assert stat_answer(question("Anomaly End", end_options), lasting).parsed_answer == "Not resolved"
-    assert stat_answer(question("Anomaly Start", start_options[:2] + [stamp(lasting, 350)] + start_options[3:]), lasting).parsed_answer == stamp(lasting, 350)
+    with_true_start = start_options[:2] + [stamp(lasting, 350)] + start_options[3:]
+    assert stat_answer(question("Anomaly Start", with_true_start), lasting).parsed_answer == stamp(lasting, 350)
 
 
 def test_stat_presence_and_no_anomaly_answers():
@@ -257,7 +258,14 @@ def test_stat_identifies_the_anomalous_channels():
     assert stat_answer(question("Anomaly Identification", comma_joined), group).parsed_answer == comma_joined[1]
 
 
-@pytest.mark.parametrize(("percent", "options", "expected"), [(250, ["50", "100", "250", "500", "No Anomaly"], "250"), (1000, ["100", "250", "500", "1,000", "No Anomaly"], "1,000"), (25, ["10", "25", "50", "100", "No Anomaly"], "25")])
+@pytest.mark.parametrize(
+    ("percent", "options", "expected"),
+    [
+        (250, ["50", "100", "250", "500", "No Anomaly"], "250"),
+        (1000, ["100", "250", "500", "1,000", "No Anomaly"], "1,000"),
+        (25, ["10", "25", "50", "100", "No Anomaly"], "25"),
+    ],
+)
 def test_stat_magnitude_is_percent_deviation_from_baseline(percent, options, expected):
     values = noisy(3, 1000, seed=4, level=40.0, noise=0.8)
     values[0, 450:700] += 40.0 * percent / 100

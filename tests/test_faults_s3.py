@@ -192,8 +192,8 @@ def test_score_to_s3_and_report_from_s3_through_duckdb(small_corpus, s3_server, 
 
 
 def test_io_retries_are_configurable_and_only_for_transient_errors(monkeypatch):
-    from tasks.storage import with_io_retries
     from tasks.series import SeriesError
+    from tasks.storage import with_io_retries
 
     monkeypatch.setenv(IO_RETRIES_ENV, "3")
     monkeypatch.setenv(IO_BACKOFF_ENV, "0.01")

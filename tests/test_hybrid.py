@@ -263,7 +263,8 @@ def test_create_hybrid_answerer_from_spec(tiny, corpus_questions):
     from model.answerers import AnswererSpec, create_answerer
 
     _, path, _ = tiny
-    spec = AnswererSpec("model.pipeline:create_hybrid_answerer", seed=2, params={"model": path, "max_new_tokens": "6", "device": "cpu", "long_context_policy": "recent"})
+    params = {"model": path, "max_new_tokens": "6", "device": "cpu", "long_context_policy": "recent"}
+    spec = AnswererSpec("model.pipeline:create_hybrid_answerer", seed=2, params=params)
     answerer = create_answerer(spec)
     question, series = corpus_questions[1]
     answer = answerer.answer(question, series)

@@ -19,7 +19,6 @@ from tasks.manifest import ManifestMismatchError, build_manifest, corpus_fingerp
 from tasks.shards import IncompleteRunError, check_complete, plan_shards
 from tasks.store import read_answers, read_manifest, shard_path, write_shard
 
-
 # ------------------------------------------------------------------------------------------------- settings
 
 
@@ -50,7 +49,8 @@ def test_cli_rejects_a_bad_setting_before_starting_anything(small_corpus, tmp_pa
     assert result.exit_code == 1 and "invalid answerer settings" in result.output and "reject_sigma='high'" in result.output
     config = tmp_path / "hybrid.yaml"
     config.write_text("model: /nowhere\nbatch_size: 4\nmax_tokens: 12\n")
-    result = runner.invoke(app, ["score", str(small_corpus), "--run-id", "x", "--out", str(tmp_path / "out"), "--answerer", "hybrid", "--answerer-config", str(config)])
+    args = ["score", str(small_corpus), "--run-id", "x", "--out", str(tmp_path / "out"), "--answerer", "hybrid", "--answerer-config", str(config)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1 and "unknown setting(s) ['max_tokens']" in result.output
     result = runner.invoke(app, ["score", str(small_corpus), "--run-id", "x", "--answerer-opt", "no-equals-sign"])
     assert result.exit_code == 2 and "KEY=VALUE" in result.output

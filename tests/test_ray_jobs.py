@@ -36,7 +36,9 @@ def _node_env(root: Path) -> Path:
     launcher.write_text(f"#!{root / 'bin' / 'python'}\nimport sys\nfrom ray.scripts.scripts import main\nsys.exit(main())\n")
     launcher.chmod(0o755)
     clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    probe = subprocess.run([str(root / "bin" / "python"), "-c", "import ray, torch, prefect; import flows"], capture_output=True, text=True, cwd="/", env=clean)
+    probe = subprocess.run(
+        [str(root / "bin" / "python"), "-c", "import ray, torch, prefect; import flows"], capture_output=True, text=True, cwd="/", env=clean
+    )
     assert "No module named 'flows'" in probe.stderr, probe.stderr[-2000:]
     return root / "bin"
 
