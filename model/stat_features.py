@@ -788,17 +788,37 @@ def analyze_group(group: SeriesGroup, config: StatConfig | None = None) -> Group
         return analysis
     candidates = candidates[np.argsort(-screen.score[candidates], kind="stable")]
     refine_rows = [int(v) for v in candidates[: config.max_refine_variates]]
+    details, start, end, total = _place_window(values, refine_rows, design64, config)
+    detail_of = {d.row: d for d in details}
+    _flag_variates(analysis, screen, detail_of, start, end, threshold, config)
+    analysis.best_score = max(analysis.best_score, total)
+    # Shape of the anomaly on the strongest channels at the group window.
+    shape_rows = [int(v) for v in analysis.flagged[: config.max_feature_variates]] or refine_rows[:1]
+    start, shapes = _measure_shapes(values, shape_rows, detail_of, analysis.window_scores, start, end, design64, config)
+    _record_shapes(analysis, shapes)
+    analysis.start, analysis.end = int(start), int(end)
+    analysis.notes["window_search"] = f"exact on {min(n_steps, config.search_blocks)} blocks, refined per step; {len(refine_rows)} variates re-fitted"
+    return analysis
+
+
+def _place_window(values: np.ndarray, refine_rows: list[int], design64: np.ndarray, config: StatConfig) -> tuple[list, int, int, float]:
+    """Place the group's anomaly window on the strongest variates at full resolution: search, then re-fit the
+    baseline (now with its trend) without the window and place it again until it settles."""
+    n_steps = values.shape[1]
     details = [_row_detail(values[v], v, design64, config.reject_sigma) for v in refine_rows]
     start, end, total = _search_window(details, n_steps, config.search_blocks)
-    for _ in range(3):  # re-fit the baseline (now with its trend) without the window, place it again
+    for _ in range(3):
         details = [_row_detail(values[v], v, design64, config.reject_sigma, exclude=(start, end)) for v in refine_rows]
         new_start, new_end, total = _search_window(details, n_steps, config.search_blocks)
         settled = abs(new_start - start) + abs(new_end - end) <= max(2, n_steps // 200)
         start, end = new_start, new_end
         if settled:
             break
+    return details, start, end, total
 
-    # Evidence of every variate at the group window (screen resolution; full resolution for refined rows).
+
+def _flag_variates(analysis: GroupAnalysis, screen: _Screen, detail_of: dict, start: int, end: int, threshold: float, config: StatConfig) -> None:
+    """Evidence of every variate at the group window (screen resolution; full resolution for refined rows)."""
     block = screen.block
     n_blocks = screen.count.shape[1]
     b_start = int(np.clip(round(start / block), 0, n_blocks - 1))
@@ -812,10 +832,9 @@ def analyze_group(group: SeriesGroup, config: StatConfig | None = None) -> Group
         screen.first.sum(axis=1),
         screen.second.sum(axis=1),
     )
-    detail_of = {d.row: d for d in details}
     for row, detail in detail_of.items():
         at_window[row] = _row_window_score(detail, start, end)
-    w_threshold = window_threshold(n_variates) + config.threshold_offset
+    w_threshold = window_threshold(analysis.n_variates) + config.threshold_offset
     evidence = np.maximum((at_window - w_threshold) / max(4.0, 0.25 * w_threshold), (screen.score - threshold) / max(4.0, 0.25 * threshold))
     flagged = np.flatnonzero(evidence > 0)
     flagged = flagged[np.argsort(-at_window[flagged], kind="stable")]
@@ -824,10 +843,14 @@ def analyze_group(group: SeriesGroup, config: StatConfig | None = None) -> Group
     analysis.window_threshold = w_threshold
     analysis.evidence = evidence
     analysis.flagged = tuple(int(v) for v in flagged)
-    analysis.best_score = max(analysis.best_score, total)
 
-    # Shape of the anomaly on the strongest channels at the group window.
-    shape_rows = [int(v) for v in flagged[: config.max_feature_variates]] or refine_rows[:1]
+
+def _measure_shapes(
+    values: np.ndarray, shape_rows: list[int], detail_of: dict, at_window: np.ndarray, start: int, end: int,
+    design64: np.ndarray, config: StatConfig,
+) -> tuple[int, list[_Shape]]:
+    """The anomaly's shape on ``shape_rows``; a ramp's start moves back to where it leaves the baseline."""
+    n_steps = values.shape[1]
 
     def describe(window_start: int) -> list[_Shape]:
         shapes = []
@@ -853,18 +876,21 @@ def analyze_group(group: SeriesGroup, config: StatConfig | None = None) -> Group
             if not refined or _combine_kinds(refined).get("trend", 0.0) < 0.5:
                 break
             start, shapes = int(np.median(ramp_starts)), refined
-    if shapes:
-        weights = np.array([s.weight for s in shapes])
-        weights = weights / weights.sum()
-        analysis.kind_scores = _combine_kinds(shapes)
-        lead = shapes[0]
-        votes = sum(w * s.direction for w, s in zip(weights, shapes) if s.direction_known)
-        known = any(s.direction_known for s in shapes)
-        analysis.direction = (1 if votes >= 0 else -1) if known else lead.direction
-        analysis.direction_known = known
-        mags = [s.magnitude_pct for s in shapes if s.magnitude_pct is not None]
-        analysis.magnitude_pct = float(np.median(mags)) if mags else None
-        analysis.peak_step = lead.peak_step
-    analysis.start, analysis.end = int(start), int(end)
-    analysis.notes["window_search"] = f"exact on {min(n_steps, config.search_blocks)} blocks, refined per step; {len(refine_rows)} variates re-fitted"
-    return analysis
+    return start, shapes
+
+
+def _record_shapes(analysis: GroupAnalysis, shapes: list[_Shape]) -> None:
+    """Kind scores, direction (weighted vote of the channels that know it), median magnitude, peak step."""
+    if not shapes:
+        return
+    weights = np.array([s.weight for s in shapes])
+    weights = weights / weights.sum()
+    analysis.kind_scores = _combine_kinds(shapes)
+    lead = shapes[0]
+    votes = sum(w * s.direction for w, s in zip(weights, shapes) if s.direction_known)
+    known = any(s.direction_known for s in shapes)
+    analysis.direction = (1 if votes >= 0 else -1) if known else lead.direction
+    analysis.direction_known = known
+    mags = [s.magnitude_pct for s in shapes if s.magnitude_pct is not None]
+    analysis.magnitude_pct = float(np.median(mags)) if mags else None
+    analysis.peak_step = lead.peak_step
