@@ -45,7 +45,7 @@ def build_model(size: str, device, dtype):
 
     from model.configuration import HybridConfig, TotoBackboneConfig
     from model.modeling_hybrid import HybridModel
-    from tasks.tiny_model import TINY_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_config
+    from model.tiny import TINY_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_config
 
     tokenizer = build_tiny_tokenizer(0)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in TINY_SPECIAL_TOKENS}

@@ -20,7 +20,7 @@ console = Console()
 
 
 def _progress():
-    from tasks.report import progress_bar
+    from tasks.progress import progress_bar
 
     return progress_bar(console)
 

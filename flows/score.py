@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from model.answerers import AnswererSpec, answer_priors, resolved_settings
-from tasks import answering, cluster, manifest, report, shards, store
+from tasks import answering, cluster, manifest, progress, report, runs, shards, store
 from tasks.corpus import load_corpus
 from tasks.storage import absolute_location, is_remote
 from tasks.store import validate_run_id
@@ -47,8 +47,8 @@ ensure_manifest_task = task(manifest.ensure_manifest, name="ensure_manifest")
 plan_shards_task = task(shards.plan_shards, name="plan_shards")
 pending_shards_task = task(shards.pending_shards, name="pending_shards")
 check_complete_task = task(shards.check_complete, name="check_complete")
-compute_metrics_task = task(report.compute_run_metrics, name="compute_metrics")
-record_run_task = task(report.record_run, name="record_run")
+compute_metrics_task = task(runs.compute_run_metrics, name="compute_metrics")
+record_run_task = task(runs.record_run, name="record_run")
 read_leaderboard_task = task(report.read_leaderboard, name="read_leaderboard")
 remove_temp_files_task = task(store.remove_temp_files, name="remove_temp_files")
 
@@ -64,8 +64,8 @@ def answer_shards_task(
         logger.info("run %s: every shard is already written", run_id)
         return []
     done_before = total - sum(len(shard.question_ids) for shard in pending)
-    with report.progress_bar() as progress:
-        bar = progress.add_task(f"{run_id}", total=total, completed=done_before, rate="- q/s")
+    with progress.progress_bar() as bar_display:
+        bar = bar_display.add_task(f"{run_id}", total=total, completed=done_before, rate="- q/s")
         started = datetime.now(timezone.utc)
         answered = 0
 
@@ -73,7 +73,7 @@ def answer_shards_task(
             nonlocal answered
             answered += result.n_questions
             elapsed = (datetime.now(timezone.utc) - started).total_seconds()
-            progress.update(bar, advance=result.n_questions, rate=f"{answered / max(elapsed, 1e-9):.2f} q/s")
+            bar_display.update(bar, advance=result.n_questions, rate=f"{answered / max(elapsed, 1e-9):.2f} q/s")
             logger.info(
                 "shard %05d: %d questions (%d ok, %d error) in %.1f s on node %s",
                 result.index, result.n_questions, result.n_ok, result.n_error, result.seconds, (result.node_id or "-")[:12],

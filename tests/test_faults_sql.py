@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.score import expand_run_id
 from tasks.corpus import load_corpus
-from tasks.report import compute_run_metrics, read_leaderboard
+from tasks.report import read_leaderboard
+from tasks.runs import compute_run_metrics
 from tasks.store import shard_path, write_shard
 
 HOSTILE_RUN_ID = "x'; drop view leaderboard; --"

@@ -108,7 +108,7 @@ def test_ts_modules_names_and_shapes_at_real_sizes():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(in-memory tiny model, its saved artifact dir, the model loaded back from that dir)."""
-    from tasks.tiny_model import build_tiny_model
+    from model.tiny import build_tiny_model
 
     model = build_tiny_model(seed=0)
     path = str(tmp_path_factory.mktemp("tiny-hybrid"))
