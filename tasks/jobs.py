@@ -13,6 +13,7 @@ need it in their image (``pip install --no-deps toto-ts==0.2.0``).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -79,21 +80,27 @@ def score_entrypoint(arguments: Sequence[str]) -> str:
     return "python -m flows.cli score " + shlex.join(arguments)
 
 
-def submit_job(dashboard_address: str, entrypoint: str, env: Mapping[str, Any], submission_id: str | None = None) -> str:
-    """Submit ``entrypoint`` to the cluster whose dashboard is at ``dashboard_address`` (http://HEAD:8265)."""
+def _client(dashboard_address: str) -> Any:
+    """A job API client. With RAY_AUTH_TOKEN set (token-authenticated clusters), the token is read now and sent
+    explicitly: Ray's own loader caches the first token a process sees, which would be wrong for a second cluster."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(dashboard_address)
-    return client.submit_job(entrypoint=entrypoint, runtime_env=dict(env), submission_id=submission_id)
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    return JobSubmissionClient(dashboard_address, headers={"Authorization": f"Bearer {token}"} if token else None)
+
+
+def submit_job(dashboard_address: str, entrypoint: str, env: Mapping[str, Any], submission_id: str | None = None) -> str:
+    """Submit ``entrypoint`` to the cluster whose dashboard is at ``dashboard_address`` (http://HEAD:8265)."""
+    return _client(dashboard_address).submit_job(entrypoint=entrypoint, runtime_env=dict(env), submission_id=submission_id)
 
 
 def wait_for_job(
     dashboard_address: str, job_id: str, timeout_s: float, poll_s: float = 2.0, on_status: Callable[[str], None] | None = None
 ) -> str:
     """Poll the job until it ends; returns its logs when it SUCCEEDED. JobFailedError otherwise (with the logs' end)."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
-    client = JobSubmissionClient(dashboard_address)
+    client = _client(dashboard_address)
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
