@@ -1,12 +1,16 @@
-"""Ingest benchmark: one full-size query group (default 2,283 variates x 40,000 steps).
+"""Ingest benchmark: one full-size query group (default 2,283 variates x 40,000 steps) in several Parquet layouts.
 
-Measures, each in a fresh process so peak RSS is its own:
-  1. synthesize the group (streamed writer): seconds, peak RSS;
-  2. bare `pyarrow.parquet.read_table` of the file: seconds, peak RSS;
-  3. long Parquet -> dense float32 array (tasks.series.read_dense): seconds, peak RSS.
-Prints the ratio (3)/(2) for time (goal <= 1.5x) and peak RSS of (3) / dense array size (goal <= 2.5x).
+The group is synthesized once with our own writer (variate-major rows, naive timestamps, a row group per chunk of
+variates), then rewritten as other tools lay such data out: timestamp-major rows (every variate of one minute,
+then the next minute), tz-aware timestamps, and row groups of 64M (pyarrow's largest), 1M and 100k rows. For
+each file, each in a fresh process so peak RSS is its own (best of --repeats, alternating):
 
-    .venv/bin/python benchmarks/ingest.py [--variates 2283] [--steps 40000] [--repeats 2]
+  bare     `pyarrow.parquet.read_table` of the file (the baseline);
+  dense    `tasks.series.read_dense` -> float32 [variates, steps].
+
+Prints per layout: time ratio dense / bare (goal <= 1.0x) and peak RSS of dense / the dense array (goal <= 2.0x).
+
+    .venv/bin/python benchmarks/ingest.py [--variates 2283] [--steps 40000] [--repeats 2] [--layouts ours,tm-tz-1m]
 """
 
 from __future__ import annotations
@@ -22,9 +26,51 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# name -> (row order, timezone or None, row group rows); "ours" is the synthetic writer's own file.
+LAYOUTS: dict[str, tuple[str, str | None, int]] = {
+    "ours": ("variate-major", None, 0),
+    "vm-naive-64m": ("variate-major", None, 64 * 1024 * 1024),
+    "vm-tz-100k": ("variate-major", "UTC", 100_000),
+    "tm-tz-1m": ("timestamp-major", "UTC", 1_100_000),
+    "tm-tz-64m": ("timestamp-major", "UTC", 64 * 1024 * 1024),
+    "tm-naive-100k": ("timestamp-major", None, 100_000),
+}
+
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _rewrite(source: str, target: str, order: str, tz: str | None, row_group_rows: int) -> dict:
+    """The synthetic group's data in another layout (built from its dense array: exactly the same cells)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.series import parse_group_file_name, read_dense
+
+    group = read_dense(source, parse_group_file_name(os.path.basename(source), source))
+    n_variates, n_steps = group.values.shape
+    if order == "timestamp-major":
+        variate = np.tile(np.arange(n_variates, dtype=np.int32), n_steps)
+        step = np.repeat(np.arange(n_steps, dtype=np.int64), n_variates)
+    else:
+        variate = np.repeat(np.arange(n_variates, dtype=np.int32), n_steps)
+        step = np.tile(np.arange(n_steps, dtype=np.int64), n_variates)
+    value = group.values[variate, step].astype(np.float64)
+    present = np.isfinite(value)  # absent points are absent rows, as in the synthetic file
+    variate, step, value = variate[present], step[present], value[present]
+    stamps = group.start_ns + step * (group.interval_s * 1_000_000_000)
+    del step
+    table = pa.table({
+        "timestamp": pa.array(stamps, pa.int64()).cast(pa.timestamp("ns", tz=tz)),
+        "group": pa.DictionaryArray.from_arrays(pa.array(variate), pa.array(group.variate_names)).cast(pa.string()),
+        "value": pa.array(value),
+    })
+    del stamps, value, variate
+    pq.write_table(table, target, row_group_size=row_group_rows)
+    metadata = pq.ParquetFile(target).metadata
+    return {"rows": metadata.num_rows, "row_groups": metadata.num_row_groups, "file_mb": os.path.getsize(target) / 1e6}
 
 
 def _worker(mode: str, path: str, variates: int, steps: int) -> dict:
@@ -52,13 +98,8 @@ def _worker(mode: str, path: str, variates: int, steps: int) -> dict:
     return {"mode": mode, "seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), **extra}
 
 
-def _run(mode: str, path: str, variates: int, steps: int) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--worker", mode, "--path", path, "--variates", str(variates), "--steps", str(steps)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+def _run(*args: str) -> dict:
+    output = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -67,33 +108,59 @@ def main() -> None:
     parser.add_argument("--variates", type=int, default=2283)
     parser.add_argument("--steps", type=int, default=40_000)
     parser.add_argument("--repeats", type=int, default=2, help="read measurements: best of N (alternating)")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help=f"comma-separated subset of {', '.join(LAYOUTS)}")
     parser.add_argument("--dir", default=os.path.join(ROOT, ".bench"))
     parser.add_argument("--worker")
+    parser.add_argument("--rewrite", nargs=5, metavar=("SOURCE", "TARGET", "ORDER", "TZ", "ROWS"))
     parser.add_argument("--path")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(args.worker, args.path, args.variates, args.steps)))
         return
+    if args.rewrite:
+        source, target, order, tz, rows = args.rewrite
+        print(json.dumps(_rewrite(source, target, order, None if tz == "-" else tz, int(rows))))
+        return
 
     os.makedirs(args.dir, exist_ok=True)
-    synth = _run("synth", args.dir, args.variates, args.steps)
-    path = os.path.join(args.dir, "90000_0_60.parquet")
+    size = ["--variates", str(args.variates), "--steps", str(args.steps)]
+    synth = _run("--worker", "synth", "--path", args.dir, *size)
+    ours = os.path.join(args.dir, "90000_0_60.parquet")
     print(
         f"synthesize {args.variates} x {args.steps}: {synth['seconds']:.1f} s, peak RSS {synth['peak_rss_mb']:.0f} MB, "
         f"file {synth['file_mb']:.0f} MB"
     )
-    bare, dense = [], []
-    for _ in range(args.repeats):  # alternate so both see the same page-cache state
-        bare.append(_run("read_table", path, args.variates, args.steps))
-        dense.append(_run("dense", path, args.variates, args.steps))
-    best_bare = min(bare, key=lambda r: r["seconds"])
-    best_dense = min(dense, key=lambda r: r["seconds"])
-    dense_mb = best_dense["dense_mb"]
-    print(f"pyarrow.parquet.read_table: {best_bare['seconds']:.2f} s, peak RSS {best_bare['peak_rss_mb']:.0f} MB ({best_bare['rows']:,} rows)")
-    print(f"read_dense -> float32 {best_dense['shape']}: {best_dense['seconds']:.2f} s, peak RSS {best_dense['peak_rss_mb']:.0f} MB")
-    print(f"time ratio dense / read_table: {best_dense['seconds'] / best_bare['seconds']:.2f}x (goal <= 1.5x)")
-    print(f"peak RSS / dense array ({dense_mb:.0f} MB): {best_dense['peak_rss_mb'] / dense_mb:.2f}x (goal <= 2.5x)")
-    os.remove(path)
+    header = (
+        f"{'layout':<15} {'row order':<16} {'timestamps':<10} {'row groups':>10} {'bare s':>7} {'dense s':>8} {'time':>6} "
+        f"{'bare MB':>8} {'dense MB':>9} {'memory':>7}"
+    )
+    rows = [header]
+    for name in args.layouts.split(","):
+        order, tz, group_rows = LAYOUTS[name]
+        if name == "ours":
+            path = ours
+        else:
+            path = os.path.join(args.dir, "90001_0_60.parquet")
+            _run("--rewrite", ours, path, order, tz or "-", str(group_rows))
+        import pyarrow.parquet as pq
+
+        n_groups = pq.ParquetFile(path).metadata.num_row_groups
+        bare, dense = [], []
+        for _ in range(args.repeats):  # alternate so both see the same page-cache state
+            bare.append(_run("--worker", "read_table", "--path", path, *size))
+            dense.append(_run("--worker", "dense", "--path", path, *size))
+        b = min(bare, key=lambda r: r["seconds"])
+        d = min(dense, key=lambda r: r["seconds"])
+        rows.append(
+            f"{name:<15} {order:<16} {'tz ' + tz if tz else 'naive':<10} {n_groups:>10} {b['seconds']:>7.2f} {d['seconds']:>8.2f} "
+            f"{d['seconds'] / b['seconds']:>5.2f}x {b['peak_rss_mb']:>8.0f} {d['peak_rss_mb']:>9.0f} {d['peak_rss_mb'] / d['dense_mb']:>6.2f}x"
+        )
+        print(rows[-1], flush=True)
+        if path != ours:
+            os.remove(path)
+    os.remove(ours)
+    print("\ntime = dense / bare read_table (goal <= 1.0x); memory = dense peak RSS / dense array (goal <= 2.0x)")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

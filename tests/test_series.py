@@ -108,3 +108,76 @@ def test_missing_columns_and_corrupt_files(tmp_path):
     with pytest.raises(SeriesError) as caught:
         read_dense(good.path, good)
     assert caught.value.field == "file"
+
+
+# ----------------------------------------------------------------------------------------------- any layout
+
+
+def _grid(n_variates: int = 7, n_steps: int = 300, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n_variates, n_steps)).astype(np.float32)
+    values[rng.random(values.shape) < 0.1] = np.nan  # missing points: absent rows or nulls
+    return values
+
+
+def _write_layout(path, grid: np.ndarray, *, order: str, tz: str | None, row_group_size: int, unit: str = "ns",
+                  statistics: bool = True, nulls_as_rows: bool = True) -> GroupFile:
+    n_variates, n_steps = grid.shape
+    names = np.array([f"service:s{i},host:h{i % 3}" for i in range(n_variates)])
+    variate = np.repeat(np.arange(n_variates), n_steps)
+    step = np.tile(np.arange(n_steps), n_variates)
+    if order == "timestamp-major":
+        order_index = np.lexsort((variate, step))
+    elif order == "shuffled":
+        order_index = np.random.default_rng(1).permutation(variate.size)
+    else:
+        order_index = np.arange(variate.size)
+    variate, step = variate[order_index], step[order_index]
+    value = grid[variate, step].astype(np.float64)
+    keep = np.isfinite(value) | nulls_as_rows  # missing points either absent or written as nulls
+    variate, step, value = variate[keep], step[keep], value[keep]
+    stamps = (T0 + step * MINUTE).astype(f"datetime64[{unit}]")
+    table = pa.table({
+        "timestamp": pa.array(stamps, pa.timestamp(unit, tz=tz)),
+        "group": pa.array(names[variate]),
+        "value": pa.array(value, mask=~np.isfinite(value)),
+    })
+    pq.write_table(table, path, row_group_size=row_group_size, write_statistics=statistics)
+    return GroupFile(path.name.rsplit("_", 1)[0], str(path), 60)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"order": "variate-major", "tz": None, "row_group_size": 2100},
+        {"order": "timestamp-major", "tz": "UTC", "row_group_size": 700},
+        {"order": "timestamp-major", "tz": "America/New_York", "row_group_size": 100_000, "unit": "ms"},
+        {"order": "shuffled", "tz": None, "row_group_size": 100, "statistics": False},
+        {"order": "shuffled", "tz": "UTC", "row_group_size": 5000, "unit": "us", "nulls_as_rows": False},
+    ],
+)
+def test_every_layout_gives_the_same_dense_array_in_small_batches(tmp_path, monkeypatch, layout):
+    import tasks.series as series
+
+    monkeypatch.setattr(series, "BATCH_ROWS", 256)  # batches much smaller than most row groups
+    grid = _grid()
+    group_file = _write_layout(tmp_path / "5_0_60.parquet", grid, **layout)
+    dense = read_dense(group_file.path, group_file)
+    assert dense.values.shape == grid.shape and dense.start_ns == int(T0.astype(np.int64))
+    np.testing.assert_array_equal(dense.values, grid)  # NaN where missing, equal elsewhere
+    # Missing cells hold the one canonical NaN, never the reader's "unwritten" marker.
+    bits = dense.values.view(np.uint32)[np.isnan(dense.values)]
+    assert bits.size and (bits == np.uint32(0x7FC00000)).all()
+
+
+def test_duplicates_are_found_in_any_order_and_batch_size(tmp_path, monkeypatch):
+    import tasks.series as series
+
+    monkeypatch.setattr(series, "BATCH_ROWS", 128)
+    grid = _grid(4, 100)
+    path = tmp_path / "6_0_60.parquet"
+    group_file = _write_layout(path, grid, order="timestamp-major", tz="UTC", row_group_size=50)
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(237, 3)]), path, row_group_size=50)
+    with pytest.raises(SeriesError, match=r"timestamp,group: 3 duplicate \(timestamp, group\) rows, e.g."):
+        read_dense(group_file.path, group_file)
