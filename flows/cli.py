@@ -149,8 +149,9 @@ def score(
     from flows.score import expand_run_id, score_corpus
     from model.errors import ArfscoreError
     from tasks.answering import answerer_params
+    from tasks.corpus import load_corpus
     from tasks.shards import IncompleteRunError
-    from tasks.storage import StorageError
+    from tasks.storage import StorageError, absolute_location
 
     try:
         expand_run_id(run_id)  # before starting Prefect and Ray: a bad id is a usage error, not a failed run
@@ -161,6 +162,11 @@ def score(
         answerer_params(answerer, settings)  # unknown key or bad value: exit 1 naming it, before anything starts
     except ValueError as error:
         console.print(f"[red]invalid answerer settings[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from error
+    try:
+        load_corpus(absolute_location(corpus))  # a corpus unusable as a whole: one line, before Prefect and Ray start
+    except ArfscoreError as error:
+        console.print(f"[red]run {escape(run_id)} failed[/red]: {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from error
     try:
         rows = score_corpus(

@@ -5,6 +5,7 @@ No I/O here: tasks/ builds these from files, model/ answers them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,15 +22,31 @@ CATEGORIES: tuple[str, ...] = (
 )
 TIERS: tuple[str, ...] = ("Tier 1", "Tier 2", "Tier 3")
 
-# Key phrase (lower case) -> canonical category, matched case-insensitively as the reference does.
-_CATEGORY_KEYS: tuple[tuple[str, str], ...] = tuple((c.split()[1].lower(), c) for c in CATEGORIES)
+# Key words -> canonical category, in the order the reference's binning (compute_statistics.apply_binning) tests
+# its phrases, with its aliases "Anomaly Channel" (Identification) and "Anomaly Recovery" (End); then the
+# categories it bins as plain answers.
+_CATEGORY_KEYS: tuple[tuple[str, str], ...] = (
+    ("identification", "Anomaly Identification"),
+    ("channel", "Anomaly Identification"),
+    ("magnitude", "Anomaly Magnitude"),
+    ("start", "Anomaly Start"),
+    ("end", "Anomaly End"),
+    ("recover", "Anomaly End"),
+    ("categorization", "Anomaly Categorization"),
+    ("presence", "Anomaly Presence"),
+    ("indicator", "Anomaly Indicator"),
+    ("correlation", "Anomaly Correlation"),
+)
+_WORDS = re.compile(r"[a-z]+")
 
 
 def canonical_category(raw: str) -> str | None:
-    """Map a free-form task_category ("anomaly  presence", "Tier-2 Anomaly Start") to its canonical name."""
-    text = str(raw).lower()
+    """Map a free-form task_category ("anomaly  presence", "Tier-2 Anomaly Start", "Anomaly Recovery") to its
+    canonical name. Keys match whole words ("recover" as a word prefix: recovery, recovered), so "Anomaly
+    Magnitude (extended)" is Magnitude, never End."""
+    words = _WORDS.findall(str(raw).lower())
     for key, name in _CATEGORY_KEYS:
-        if key in text:
+        if any(word == key or (key == "recover" and word.startswith(key)) for word in words):
             return name
     return None
 

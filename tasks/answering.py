@@ -154,10 +154,13 @@ def base_row(question: Question, run_id: str, answerer: str) -> dict[str, Any]:
 
 
 def error_row(
-    question: Question, run_id: str, answerer: str, message: str, *, node_id: str | None = None,
+    question: Question, run_id: str, answerer: str, message: str, *, kind: str, node_id: str | None = None,
     gpu_ids: Sequence[str] = (), attempts: int = 1,
 ) -> dict[str, Any]:
-    """The row recorded for a question that could not be answered: counted as wrong, never dropped."""
+    """The row recorded for a question that could not be answered: counted as wrong, never dropped. ``kind``:
+    "input" (its csv row or series is bad) or "answerer" (the answerer raised, timed out, died or hung)."""
+    if kind not in ("input", "answerer"):
+        raise ValueError(f"error kind must be 'input' or 'answerer', got {kind!r}")
     return {
         **base_row(question, run_id, answerer),
         "raw_response": None,
@@ -166,6 +169,7 @@ def error_row(
         "is_correct": False,
         "status": "error",
         "error": message,
+        "error_kind": kind,
         "latency_s": 0.0,
         "node_id": node_id,
         "gpu_ids": list(gpu_ids),
@@ -198,8 +202,8 @@ class ShardWorker:
             self._cache[group_id] = self.corpus.open_group(group_id)
         return self._cache[group_id]
 
-    def _error(self, question: Question, message: str, attempts: int) -> dict[str, Any]:
-        return error_row(question, self.run_id, self.spec.name, message, node_id=self.node_id, gpu_ids=self.gpu_ids, attempts=attempts)
+    def _error(self, question: Question, message: str, attempts: int, kind: str = "input") -> dict[str, Any]:
+        return error_row(question, self.run_id, self.spec.name, message, kind=kind, node_id=self.node_id, gpu_ids=self.gpu_ids, attempts=attempts)
 
     def _load(self, question_id: int, attempts: int) -> tuple[Question, list[SeriesGroup] | None, dict[str, Any] | None]:
         """The question and its series, or the error row when its input is bad."""
@@ -240,7 +244,7 @@ class ShardWorker:
     def _failed_row(self, question: Question, error: Exception, attempts: int) -> dict[str, Any]:
         name = self.spec.name
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return self._error(question, f"answerer {name} failed: {detail}", attempts)
+        return self._error(question, f"answerer {name} failed: {detail}", attempts, kind="answerer")
 
     def answer_one(self, question_id: int, attempts: int = 1) -> dict[str, Any]:
         question, series, failed = self._load(question_id, attempts)
@@ -542,7 +546,7 @@ class _ShardScheduler:
             return
         row = error_row(
             self.by_id[work.question_id], self.run_id, self.spec.name, f"{reason} on each of {work.attempts} attempts",
-            node_id=node_id, gpu_ids=gpu_ids, attempts=work.attempts,
+            kind="answerer", node_id=node_id, gpu_ids=gpu_ids, attempts=work.attempts,
         )
         work.split.tables[work.question_id] = answers_table([row], self.run_id)
         self._finish_split(work.split)

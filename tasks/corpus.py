@@ -150,14 +150,17 @@ def _parse_options(raw: Any) -> list[str] | None:
     return options
 
 
-def _list_group_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[str, GroupFile], list[Problem]]:
+def _list_group_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[str, GroupFile], list[Problem], dict[str, list[str]]]:
+    """Series files by query group, file-level problems, and the groups with more than one file (name -> files):
+    those are ambiguous, and every question using one gets the problem (validate and score agree)."""
     series_root = f"{root}/{SERIES_DIR}"
     problems: list[Problem] = []
     files: dict[str, GroupFile] = {}
+    ambiguous: dict[str, list[str]] = {}
     try:
         paths = fs.ls(series_root, detail=False)
-    except FileNotFoundError:
-        return files, [Problem(SERIES_DIR, None, "directory", "missing: no series files")]
+    except FileNotFoundError as error:
+        raise CorpusError(f"{SERIES_DIR}/: directory not found under {root}: the corpus has no series") from error
     for path in sorted(paths):
         name = path.rsplit("/", 1)[-1]
         if not name.endswith(".parquet"):
@@ -166,10 +169,10 @@ def _list_group_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[st
         if group_file is None:
             problems.append(Problem(f"{SERIES_DIR}/{name}", None, "file name", "expected {incident}_{index}_{interval_seconds}.parquet"))
         elif group_file.group_id in files:
-            problems.append(Problem(f"{SERIES_DIR}/{name}", None, "file name", f"second file for query group {group_file.group_id}"))
+            ambiguous.setdefault(group_file.group_id, [files[group_file.group_id].path.rsplit("/", 1)[-1]]).append(name)
         else:
             files[group_file.group_id] = group_file
-    return files, problems
+    return files, problems, ambiguous
 
 
 def _read_qa_table(fs: fsspec.AbstractFileSystem, root: str) -> tuple[pd.DataFrame, str]:
@@ -197,7 +200,7 @@ def load_corpus(location: str) -> Corpus:
     fs, root = filesystem_for(location)
     where = location.rstrip("/")
     table, checksum = with_io_retries(lambda: _read_qa_table(fs, root), f"{where}/{QA_FILE}")
-    group_files, problems = with_io_retries(lambda: _list_group_files(fs, root), f"{where}/{SERIES_DIR}")
+    group_files, problems, ambiguous = with_io_retries(lambda: _list_group_files(fs, root), f"{where}/{SERIES_DIR}")
     id_column = next((column for column in ID_COLUMNS if column in table.columns), None)
     questions: list[Question] = []
     seen_ids: set[int] = set()
@@ -212,13 +215,15 @@ def load_corpus(location: str) -> Corpus:
             problems.append(Problem(QA_FILE, question_id, id_column or "row", "duplicate question id"))
             continue
         seen_ids.add(question_id)
-        question, row_problems = _check_question(row, question_id, group_files)
+        question, row_problems = _check_question(row, question_id, group_files, ambiguous)
         questions.append(question)
         problems.extend(row_problems)
     return Corpus(location=location, questions=questions, group_files=group_files, problems=problems, checksum=checksum)
 
 
-def _check_question(row: dict[str, str], question_id: int, group_files: dict[str, GroupFile]) -> tuple[Question, list[Problem]]:
+def _check_question(
+    row: dict[str, str], question_id: int, group_files: dict[str, GroupFile], ambiguous: dict[str, list[str]]
+) -> tuple[Question, list[Problem]]:
     problems: list[Problem] = []
 
     def problem(field_name: str, message: str, file: str = QA_FILE) -> None:
@@ -248,7 +253,10 @@ def _check_question(row: dict[str, str], question_id: int, group_files: dict[str
     if not group_ids:
         problem("query_group", "empty")
     for group_id in group_ids:
-        if group_id not in group_files:
+        if group_id in ambiguous:
+            listed = ", ".join(ambiguous[group_id])
+            problem("query_group", f"{len(ambiguous[group_id])} parquet files for {group_id} ({listed}): which one is unknown")
+        elif group_id not in group_files:
             problem("query_group", f"no parquet file {SERIES_DIR}/{group_id}_<interval>.parquet")
     question = Question(
         question_id=question_id,

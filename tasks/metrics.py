@@ -21,9 +21,10 @@ Deliberate differences from the reference (all reference behaviours are availabl
    ``random.Random(0)``.
 4. Runs: the reference takes accuracy from run 1 only but pools every run into F1. Here every metric is reported
    per run; ``summarize_repeats`` then gives mean / std / min / max over repeat runs (never a pooled figure).
-5. Skipped / error rows: the reference never sees questions that failed, so they drop out of its denominators.
-   Here error rows (status == "error") and unparsed answers count as wrong and stay in every denominator; for F1
-   they are invalid predictions.
+5. Skipped / error rows: the reference skips questions whose input is missing (they drop out of its
+   denominators) but keeps answerer failures (an API error is a wrong answer). Here every error row
+   (status == "error") and unparsed answer counts as wrong and stays in every denominator; for F1 they are invalid
+   predictions. ``reference_compatible`` drops only input errors (``error_kind`` "input"), like the reference.
 
 Other notes: accuracy is a fraction in [0, 1] (the reference prints percent); tiers come from the answers'
 ``tier`` column (the reference uses a fixed category -> tier map, identical on the ARFBench corpus); ``is_correct``
@@ -402,6 +403,10 @@ def _prepare(answers: pd.DataFrame) -> pd.DataFrame:
     parsed[errored] = None
     df["parsed_answer"] = [None if _is_missing(p) else p for p in parsed]
     df["_error"] = errored
+    # Rows the reference would never have scored: bad or missing input (not an answerer's failure). Rows written
+    # before error_kind existed count as input errors, as the reference-compatible figures always treated them.
+    kinds = df["error_kind"].astype(object).to_numpy() if "error_kind" in df else np.full(len(df), None, dtype=object)
+    df["_input_error"] = errored & np.array([k != "answerer" for k in kinds], dtype=bool)
     df["_invalid"] = df["parsed_answer"].isna()
     df["correct"] = [
         (not _is_missing(p)) and (not _is_missing(t)) and str(p) == str(t)
@@ -494,13 +499,14 @@ def compute_metrics(answers: pd.DataFrame, *, reference_compatible: bool = False
     error rows included), f1_invalid (invalid predictions in the F1 procedure), n_f1 (rows in F1), precision,
     recall. Each (run_id, answerer) is computed on its own with one ``random.Random(0)``, rows sorted by
     question_id. ``reference_compatible``: the reference's magnitude parsing and single-class mapping, and error
-    rows dropped entirely (the reference never saw skipped questions); still per run (see ``reference_metrics``).
+    rows of bad input dropped (the reference skipped those questions; answerer failures stay as wrong answers);
+    still per run (see ``reference_metrics``).
     """
     if answers.empty:
         return _empty(METRIC_COLUMNS)
     df = _prepare(answers)
     if reference_compatible:
-        df = df[~df["_error"]]
+        df = df[~df["_input_error"]]
     records: list[dict[str, Any]] = []
     for (run_id, answerer), group in df.groupby(["run_id", "answerer"], sort=True, dropna=False):
         rows = _sort_rows(group)
@@ -531,13 +537,14 @@ def reference_metrics(answers: pd.DataFrame) -> pd.DataFrame:
     """The published-leaderboard figures, per answerer, reproducing the reference's quirks on purpose.
 
     Accuracy from the first run only (smallest run_id), macro F1 pooled over all runs of the answerer (rows in
-    run_id then question_id order, one ``random.Random(0)``), reference binning and single-class mapping, error
-    rows dropped. Use for comparison with published numbers only; ``compute_metrics`` is the corrected figure.
+    run_id then question_id order, one ``random.Random(0)``), reference binning and single-class mapping, input
+    error rows dropped (answerer failures kept as wrong). Use for comparison with published numbers only;
+    ``compute_metrics`` is the corrected figure.
     """
     if answers.empty:
         return _empty(REFERENCE_COLUMNS)
     df = _prepare(answers)
-    df = df[~df["_error"]]
+    df = df[~df["_input_error"]]
     records: list[dict[str, Any]] = []
     for answerer, group in df.groupby("answerer", sort=True, dropna=False):
         runs = sorted(group["run_id"].unique(), key=str)

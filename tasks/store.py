@@ -78,6 +78,7 @@ ANSWER_SCHEMA = pa.schema(
         pa.field("is_correct", pa.bool_()),
         pa.field("status", pa.string()),  # "ok" | "error"
         pa.field("error", pa.string()),  # None when status == "ok"
+        pa.field("error_kind", pa.string()),  # "input" (bad or missing input) | "answerer" (it failed); None when ok
         pa.field("latency_s", pa.float64()),
         pa.field("n_variates", pa.int64()),
         pa.field("n_steps", pa.int64()),

@@ -36,6 +36,7 @@ CASES: dict[str, tuple[str, str | None, str | None]] = {
     "unknown_difficulty": ("error", QA, "difficulty"),
     "unknown_category": ("error", QA, "task_category"),
     "query_group_without_parquet": ("error", QA, "query_group"),
+    "two_files_for_one_group": ("error", QA, "query_group"),
     "parquet_truncated": ("error", "{file}", "file"),
     "parquet_not_parquet": ("error", "{file}", "file"),
     "parquet_missing_timestamp": ("error", "{file}", "timestamp"),
@@ -51,7 +52,7 @@ CASES: dict[str, tuple[str, str | None, str | None]] = {
     "one_step_group": ("ok", None, None),
     "csv_bom_quoted_newlines": ("ok", None, None),
 }
-CORPUS_LEVEL_CASES = ("missing_csv_column",)
+CORPUS_LEVEL_CASES = ("missing_csv_column", "missing_csv", "unreadable_csv", "missing_series_directory")
 
 
 def _broken_table(case: str, table: pa.Table) -> pa.Table | bytes:
@@ -118,6 +119,11 @@ def build_mixed_corpus(clean: Path, target: Path) -> dict[str, tuple[int, str | 
             row["task_category"] = "Weather Forecast"
         elif case == "query_group_without_parquet":
             row["query_group"] = "99999_0"
+        elif case == "two_files_for_one_group":
+            group_id = f"{90000 + number}_0"
+            pq.write_table(good_table, target / TS / f"{group_id}_{interval}.parquet")
+            pq.write_table(good_table, target / TS / f"{group_id}_3600.parquet")  # the same group at another interval
+            row["query_group"] = group_id
         elif case == "csv_bom_quoted_newlines":
             row["question"] = row["question"] + '\nA second line, with "quotes", commas\nand a third line.'
         else:
@@ -159,6 +165,15 @@ def test_bad_inputs_become_error_rows_and_good_questions_score_as_in_a_clean_cor
     answers = read_answers(str(tmp_path / "out"), "mixed").set_index("question_id")
     clean = read_answers(str(tmp_path / "out"), "clean").set_index("question_id")
     assert answers.index.is_unique and len(answers) == 24 + len(CASES)
+    assert set(answers.loc[answers["status"] == "error", "error_kind"]) == {"input"}
+
+    # validate and score agree: a question validate reports a problem for is exactly a question with an error row.
+    from tasks.corpus import load_corpus, validate_corpus
+
+    report = validate_corpus(load_corpus(str(tmp_path / "mixed")))
+    reported = {problem.question_id for problem in report.problems if problem.question_id is not None}
+    assert reported == set(answers.index[answers["status"] == "error"])
+    assert all(problem.question_id is not None for problem in report.problems), report.problems
 
     outcomes = {}
     for case, (question_id, file, _) in where.items():
@@ -217,3 +232,30 @@ def test_the_doc_table_lists_every_case():
     listed = _doc_table_cases()
     assert len(listed) == len(set(listed)), "a case is listed twice"
     assert set(listed) == set(CASES) | set(CORPUS_LEVEL_CASES)
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing_csv", "arfbench-qa.csv: not found under"),
+        ("unreadable_csv", "arfbench-qa.csv: not a readable csv"),
+        ("missing_series_directory", "arfbench-ts-data/: directory not found under"),
+    ],
+)
+def test_a_corpus_unusable_as_a_whole_exits_1_with_one_line_and_no_traceback(small_corpus, tmp_path, sessions, case, message):
+    from tests.conftest import ARFSCORE, cli_env
+
+    corpus = Path(shutil.copytree(small_corpus, tmp_path / "corpus"))
+    if case == "missing_csv":
+        (corpus / QA).unlink()
+    elif case == "unreadable_csv":
+        (corpus / QA).write_bytes(b"\xff\xfe\x00 not utf-8 \x81\x82")
+    else:
+        shutil.rmtree(corpus / TS)
+    code, output, seconds = sessions.run(
+        [*ARFSCORE, "score", str(corpus), "--run-id", case, "--out", str(tmp_path / "out")], cli_env(tmp_path / "home"), case, timeout_s=120
+    )
+    assert code == 1, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines == [f"run {case} failed: {lines[0].split(': ', 1)[1]}"] and message in lines[0], output
+    assert "Traceback" not in output and not (tmp_path / "out").exists()

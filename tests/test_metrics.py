@@ -539,3 +539,20 @@ def test_reference_metrics_first_run_accuracy_pooled_f1():
     # Yes: TP 2 FP 1 FN 2 -> P 2/3 R 1/2 F1 4/7; No: TP 3 FP 2 FN 1 -> P 3/5 R 3/4 F1 2/3.
     assert presence["n_f1"] == 8 and presence["f1_invalid"] == 2
     assert presence["macro_f1"] == pytest.approx((4 / 7 + 2 / 3) / 2)
+
+
+def test_reference_compatible_drops_input_errors_but_keeps_answerer_failures():
+    """The reference skips questions whose input is missing, but an API error stays a wrong answer."""
+    input_error = answers()
+    input_error["error_kind"] = [None] * 7 + ["input"] + [None] * 3
+    check(compute_metrics(input_error, reference_compatible=True), EXPECTED_REFERENCE)  # q8 dropped, as before
+    failed = answers()
+    failed["error_kind"] = [None] * 7 + ["answerer"] + [None] * 3
+    ref = compute_metrics(failed, reference_compatible=True)
+    magnitude = lookup(ref, "category", MAGNITUDE)
+    assert magnitude["n"] == 4 and magnitude["n_correct"] == 2 and magnitude["invalid"] == 1  # q8 kept, wrong
+    assert lookup(ref, "overall", "all")["n"] == 11
+    # Corrected metrics keep every error row whatever its kind.
+    check(compute_metrics(failed), EXPECTED_DEFAULT)
+    pooled = reference_metrics(failed)
+    assert pooled[pooled["scope"] == "overall"].iloc[0]["n"] == 11

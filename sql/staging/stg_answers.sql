@@ -32,6 +32,7 @@ final as (
         cast(is_correct as boolean) as is_correct,
         cast(status as varchar) as status,
         cast(error as varchar) as error,
+        cast(error_kind as varchar) as error_kind,
         cast(latency_s as double) as latency_s,
         cast(n_variates as bigint) as n_variates,
         cast(n_steps as bigint) as n_steps,
