@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from model.configuration import HybridSettings
-from model.records import CATEGORIES, Answer, Question, SeriesGroup, canonical_category
+from model.records import CATEGORIES, Answer, InputUse, Question, SeriesGroup, canonical_category
 from model.settings import NoSettings, parse_settings, settings_dict, settings_text
 from model.stat_features import GroupAnalysis, StatConfig, analyze_group
 
@@ -200,7 +200,9 @@ def answer_priors(questions: Iterable[Question]) -> tuple[tuple[str, str, int], 
     return tuple(sorted(((c, a, n) for (c, a), n in counts.items()), key=lambda item: (item[0], -item[2], item[1])))
 
 
-def _answer(option: str | None, reasoning: str, started: float, notes: dict[str, str] | None = None) -> Answer:
+def _answer(
+    option: str | None, reasoning: str, started: float, inputs: InputUse, notes: dict[str, str] | None = None
+) -> Answer:
     raw = json.dumps({"answer": option, "reasoning": reasoning}, ensure_ascii=False)
     return Answer(
         raw_response=raw,
@@ -208,6 +210,7 @@ def _answer(option: str | None, reasoning: str, started: float, notes: dict[str,
         parse_status="direct" if option is not None else "unmatched",
         latency_s=time.perf_counter() - started,
         notes=notes or {},
+        inputs=inputs,
     )
 
 
@@ -226,10 +229,10 @@ class RandomAnswerer:
     def answer(self, question: Question, series: Sequence[SeriesGroup]) -> Answer:
         started = time.perf_counter()
         if not question.options:
-            return _answer(None, "no options", started)
+            return _answer(None, "no options", started, InputUse.nothing(series))
         rng = random.Random(self.seed * 1_000_003 + int(question.question_id))
         choice = rng.choice(list(question.options))
-        return _answer(choice, f"uniform choice, seed {self.seed}", started)
+        return _answer(choice, f"uniform choice, seed {self.seed}", started, InputUse.nothing(series))
 
 
 class FrequentAnswerer:
@@ -244,18 +247,19 @@ class FrequentAnswerer:
 
     def answer(self, question: Question, series: Sequence[SeriesGroup]) -> Answer:
         started = time.perf_counter()
+        seen = InputUse.nothing(series)
         if not question.options:
-            return _answer(None, "no options", started)
+            return _answer(None, "no options", started, seen)
         counts = self.by_category.get(question.category) or self.by_category.get(canonical_category(question.category) or "", Counter())
         if counts:
             mode_text = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
             if mode_text in question.options:
-                return _answer(mode_text, f"most frequent correct answer in {question.category} ({counts[mode_text]}x)", started)
+                return _answer(mode_text, f"most frequent correct answer in {question.category} ({counts[mode_text]}x)", started, seen)
             seen = [(counts[o], o) for o in question.options if counts.get(o, 0) > 0]
             if seen:
                 best = min(seen, key=lambda item: (-item[0], item[1]))[1]
-                return _answer(best, f"option most often correct in {question.category} ({counts[best]}x)", started)
-        return _answer(question.options[0], f"no prior for {question.category}: first option", started)
+                return _answer(best, f"option most often correct in {question.category} ({counts[best]}x)", started, seen)
+        return _answer(question.options[0], f"no prior for {question.category}: first option", started, seen)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -400,9 +404,9 @@ class StatAnswerer:
         started = time.perf_counter()
         options = list(question.options)
         if not options:
-            return _answer(None, "no options", started)
+            return _answer(None, "no options", started, InputUse.everything(series))
         if not series:
-            return _answer(options[0], "no series data: first option", started)
+            return _answer(options[0], "no series data: first option", started, InputUse.everything(series))
         analyses = [self.analyze(group) for group in series]
         handler = _HANDLERS.get(canonical_category(question.category) or question.category, _fallback)
         option, reason = handler(question, options, list(series), analyses, self.config)
@@ -415,7 +419,7 @@ class StatAnswerer:
         for index, analysis in enumerate(analyses):
             for key, value in analysis.notes.items():
                 notes[f"g{index}.{key}"] = value
-        return _answer(option, reason, started, notes)
+        return _answer(option, reason, started, InputUse.everything(series), notes)
 
 
 Handler = Callable[[Question, list[str], list[SeriesGroup], list[GroupAnalysis], StatConfig], tuple[str, str]]

@@ -6,6 +6,7 @@ No I/O here: tasks/ builds these from files, model/ answers them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,16 +93,51 @@ class SeriesGroup:
 
 
 @dataclass(frozen=True)
+class InputUse:
+    """What an answerer saw of one question's series (all groups of a pair summed), recorded in typed columns.
+
+    ``context_policy``: "full" (every step as given), "windows" / "recent" (the hybrid's long-context policies),
+    "reference" (the published evaluation's reduced inputs), "none" (the answerer did not look at the series).
+    """
+
+    variates_used: int
+    variates_total: int
+    steps_used: int
+    steps_total: int
+    context_policy: str
+    context_windows: int | None = None
+    channels_listed: int | None = None  # channel names given in the prompt
+    channels_total: int | None = None
+    images_given: int | None = None
+
+    @property
+    def full_input(self) -> bool:
+        return self.variates_used == self.variates_total and self.steps_used == self.steps_total
+
+    @classmethod
+    def everything(cls, series: "Sequence[SeriesGroup]") -> "InputUse":
+        """Every variate and every step of every group, as given."""
+        variates, steps = sum(g.n_variates for g in series), sum(g.n_steps for g in series)
+        return cls(variates, variates, steps, steps, "full")
+
+    @classmethod
+    def nothing(cls, series: "Sequence[SeriesGroup]") -> "InputUse":
+        """An answerer that does not look at the series (random, frequent)."""
+        return cls(0, sum(g.n_variates for g in series), 0, sum(g.n_steps for g in series), "none")
+
+
+@dataclass(frozen=True)
 class Answer:
     """What an answerer returns for one question."""
 
     raw_response: str
     parsed_answer: str | None  # exact option text, or None when it matched no option
-    parse_status: str  # "json" | "answer_line" | "before_period" | "raw" | "direct" | "unmatched"
+    parse_status: str  # "json" | "answer_line" | "before_period" | "raw" | "direct" | "unmatched" | "truncated"
     latency_s: float = 0.0
     tokens_in: int | None = None
     tokens_out: int | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    inputs: InputUse | None = None  # None: the answerer did not say
 
     @property
     def is_valid(self) -> bool:

@@ -151,8 +151,9 @@ def _parse_options(raw: Any) -> list[str] | None:
 
 
 def _list_group_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[str, GroupFile], list[Problem], dict[str, list[str]]]:
-    """Series files by query group, file-level problems, and the groups with more than one file (name -> files):
-    those are ambiguous, and every question using one gets the problem (validate and score agree)."""
+    """Series files by query group (the finest interval where a group has several), file-level problems, and the
+    groups whose files cannot be told apart (two files at one interval: every question using one gets a problem,
+    so validate and score agree)."""
     series_root = f"{root}/{SERIES_DIR}"
     problems: list[Problem] = []
     files: dict[str, GroupFile] = {}
@@ -168,9 +169,12 @@ def _list_group_files(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[st
         group_file = parse_group_file_name(name, path)
         if group_file is None:
             problems.append(Problem(f"{SERIES_DIR}/{name}", None, "file name", "expected {incident}_{index}_{interval_seconds}.parquet"))
-        elif group_file.group_id in files:
+        elif group_file.group_id not in files:
+            files[group_file.group_id] = group_file
+        elif group_file.interval_s == files[group_file.group_id].interval_s:  # e.g. "0060" beside "60"
             ambiguous.setdefault(group_file.group_id, [files[group_file.group_id].path.rsplit("/", 1)[-1]]).append(name)
-        else:
+        elif group_file.interval_s < files[group_file.group_id].interval_s:
+            # The same group at several resolutions (rollups): full fidelity reads the finest.
             files[group_file.group_id] = group_file
     return files, problems, ambiguous
 
@@ -255,7 +259,7 @@ def _check_question(
     for group_id in group_ids:
         if group_id in ambiguous:
             listed = ", ".join(ambiguous[group_id])
-            problem("query_group", f"{len(ambiguous[group_id])} parquet files for {group_id} ({listed}): which one is unknown")
+            problem("query_group", f"{len(ambiguous[group_id])} parquet files for {group_id} at one interval ({listed}): which one is unknown")
         elif group_id not in group_files:
             problem("query_group", f"no parquet file {SERIES_DIR}/{group_id}_<interval>.parquet")
     question = Question(

@@ -37,6 +37,7 @@ CASES: dict[str, tuple[str, str | None, str | None]] = {
     "unknown_category": ("error", QA, "task_category"),
     "query_group_without_parquet": ("error", QA, "query_group"),
     "two_files_for_one_group": ("error", QA, "query_group"),
+    "group_at_two_intervals": ("ok", None, None),
     "parquet_truncated": ("error", "{file}", "file"),
     "parquet_not_parquet": ("error", "{file}", "file"),
     "parquet_missing_timestamp": ("error", "{file}", "timestamp"),
@@ -122,7 +123,13 @@ def build_mixed_corpus(clean: Path, target: Path) -> dict[str, tuple[int, str | 
         elif case == "two_files_for_one_group":
             group_id = f"{90000 + number}_0"
             pq.write_table(good_table, target / TS / f"{group_id}_{interval}.parquet")
-            pq.write_table(good_table, target / TS / f"{group_id}_3600.parquet")  # the same group at another interval
+            pq.write_table(good_table, target / TS / f"{group_id}_{int(interval):07d}.parquet")  # same interval, other name
+            row["query_group"] = group_id
+        elif case == "group_at_two_intervals":
+            group_id = f"{90000 + number}_0"
+            pq.write_table(good_table, target / TS / f"{group_id}_{interval}.parquet")
+            coarse = good_table.slice(0, 0)  # a coarser rollup (here empty: it fails if it is ever read)
+            pq.write_table(coarse, target / TS / f"{group_id}_{int(interval) * 10}.parquet")
             row["query_group"] = group_id
         elif case == "csv_bom_quoted_newlines":
             row["question"] = row["question"] + '\nA second line, with "quotes", commas\nand a third line.'
