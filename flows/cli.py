@@ -189,8 +189,8 @@ def report(
     run_id: list[str] = typer.Option(None, "--run-id", help="only these runs (repeatable)"),
     by_category: bool = typer.Option(False, "--by-category", help="also print accuracy per category and tier"),
 ) -> None:
-    """Print the leaderboard (and optionally the category x tier table) from the DuckDB views."""
-    from tasks.report import read_leaderboard
+    """Print the leaderboard, what share of answers saw the full input, and optionally the category x tier table."""
+    from tasks.report import coverage_lines, read_coverage, read_leaderboard
     from tasks.store import open_views
 
     board = read_leaderboard(out, run_id or None)
@@ -198,6 +198,8 @@ def report(
         console.print(f"no runs under {out}")
         raise typer.Exit(1)
     _print_leaderboard(board)
+    for line in coverage_lines(read_coverage(out, run_id or None)):
+        console.print(line, highlight=False, soft_wrap=True)
     if by_category:
         con = open_views(out)
         frame = con.execute("select * from category_tier order by answerer, run_id, tier, category").df()

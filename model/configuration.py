@@ -382,6 +382,8 @@ class HybridSettings:
     gpu_memory_gib: float | None = None
     gpu_memory_fraction: float = 0.92
     max_question_tokens: int | None = None
+    # "full": every variate and step; "reference": the published evaluation's reduced inputs (model/pipeline.py)
+    input_policy: Literal["full", "reference"] = "full"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():

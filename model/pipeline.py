@@ -35,6 +35,10 @@ Settings (``AnswererSpec.params`` as text, parsed into model/configuration.Hybri
     toto                Toto backbone directory (default: <model>/toto)
     threads             CPU threads for torch (the flow passes the actor's CPU count; ignored on GPU)
     gpu_memory_gib, gpu_memory_fraction, max_question_tokens: the GPU plan's budget per device and KV sizing
+    input_policy        "full" (default: every variate and step, both groups of a pair) | "reference": what the
+                        published Toto-QA evaluation fed the model (first 100 variates, 1,000 for Tier 3; the finest
+                        ARFBench interval fitting 4,096 steps; NaN filled; first group only), to reproduce its
+                        figures; recorded per answer (context_policy "reference", variates/steps used)
     long_context_policy, max_context_steps, max_variates_per_chunk, patches_per_spacewise_chunk, nan_policy:
                         HybridConfig overrides (model/configuration.py)
 
@@ -52,6 +56,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from model.configuration import HybridSettings
@@ -59,7 +65,7 @@ from model.modeling_hybrid import HybridInputs, HybridModel, read_artifact_confi
 from model.parsing import parse_answer
 from model.placement import GiB, PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes
 from model.prompts import DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, shuffle_options
-from model.records import Answer, Question, SeriesGroup
+from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import SettingsError, parse_settings
 from model.toto_encoder import EncodedSeries
 
@@ -108,6 +114,45 @@ def series_metadata(groups: Sequence[SeriesGroup], max_channel_names: int = 1000
     return "\n\n".join(blocks), notes
 
 
+# What the published Toto-QA evaluation fed the model (DataDog/ARFBench eval_toto_vlm.py): the first 100 variates
+# (1,000 for Tier 3 categories), at the finest of ARFBench's intervals that fits 4,096 steps (else the first 4,096
+# steps of the coarsest), NaN forward- then backward-filled, then 0; only the first group of a pair question.
+REFERENCE_INTERVALS_S: tuple[int, ...] = (10, 60, 300, 1800, 3600, 86400)
+REFERENCE_MAX_STEPS = 4096
+REFERENCE_MAX_VARIATES = 100
+REFERENCE_MAX_VARIATES_TIER3 = 1000
+_TIER3_CATEGORIES = ("Anomaly Indicator", "Anomaly Correlation")
+
+
+def reference_view(group: SeriesGroup, max_variates: int) -> tuple[SeriesGroup, int]:
+    """The group as the reference evaluation saw it, and how many of its original steps that covers.
+
+    The reference picked the coarsest needed of several rollup files; from one file the same resolution is made
+    by averaging consecutive steps (Datadog's default avg rollup), NaN-aware.
+    """
+    n_steps = group.n_steps
+    factor = 1
+    candidates = [s // group.interval_s for s in REFERENCE_INTERVALS_S if s >= group.interval_s and s % group.interval_s == 0]
+    for candidate in candidates:
+        factor = candidate
+        if -(-n_steps // candidate) <= REFERENCE_MAX_STEPS:
+            break
+    values = group.values[:max_variates]
+    if factor > 1:
+        blocks = -(-n_steps // factor)
+        padded = np.full((values.shape[0], blocks * factor), np.nan, dtype=np.float32)
+        padded[:, :n_steps] = values
+        shaped = padded.reshape(values.shape[0], blocks, factor)
+        counts = np.isfinite(shaped).sum(axis=2)
+        sums = np.nansum(shaped, axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
+    values = values[:, :REFERENCE_MAX_STEPS]
+    filled = pd.DataFrame(values.T).ffill().bfill().fillna(0.0).to_numpy(dtype=np.float32).T
+    view = SeriesGroup(group.group_id, np.ascontiguousarray(filled), group.variate_names[:max_variates], group.start_ns, group.interval_s * factor)
+    return view, min(n_steps, values.shape[1] * factor)
+
+
 @dataclass
 class _Prepared:
     question: Question
@@ -117,6 +162,7 @@ class _Prepared:
     started: float
     prep_s: float
     notes: dict[str, str] = field(default_factory=dict)
+    use: InputUse | None = None
 
 
 class HybridAnswerer:
@@ -136,7 +182,11 @@ class HybridAnswerer:
         max_channel_names: int = 1000,
         system_prompt: str | None = None,
         image_dir: str | None = None,
+        input_policy: str = "full",
     ) -> None:
+        if input_policy not in ("full", "reference"):
+            raise ValueError(f"input_policy must be 'full' or 'reference', got {input_policy!r}")
+        self.input_policy = input_policy
         self.name = name
         self.model = model
         self.seed = int(seed)
@@ -223,16 +273,17 @@ class HybridAnswerer:
             raise ValueError(
                 f"question {question.question_id}: {len(question.query_groups)} query groups but {len(series)} series given"
             )
+        seen, steps_covered = self._seen(question, series)
         summary = None
-        if self.with_series_metadata and series:
-            summary, meta_notes = series_metadata(series, self.max_channel_names)
+        if self.with_series_metadata and seen:
+            summary, meta_notes = series_metadata(seen, self.max_channel_names)
             notes.update(meta_notes)
         prompt = build_prompt(question, options, summary)
-        images = self._images(series)
+        images = self._images(seen)
         if self.image_dir is not None:
-            notes["images"] = f"{len(images)}/{len(series)}"
+            notes["images"] = f"{len(images)}/{len(seen)}"
         prompt_ids = self.model.tokenize_prompt(prompt, self.system_prompt, n_images=len(images))
-        encodings = [self._encode(group) for group in series]
+        encodings = [self._encode(group) for group in seen]
         for index, encoded in enumerate(encodings):
             notes.update(encoded.notes(prefix=f"g{index}."))
         inputs = self.model.build_inputs(encodings, prompt_ids, images=images or None)
@@ -240,7 +291,27 @@ class HybridAnswerer:
             ts_tokens=str(inputs.n_ts_tokens), separator_tokens=str(inputs.n_separator_tokens), text_tokens=str(inputs.n_text_tokens),
             image_tokens=str(inputs.n_image_tokens),
         )
-        return _Prepared(question, options, seed, inputs, started, time.perf_counter() - started, notes)
+        policies = {encoded.policy for encoded in encodings}
+        use = InputUse(
+            variates_used=sum(encoded.n_variates for encoded in encodings),
+            variates_total=sum(group.n_variates for group in series),
+            steps_used=sum(steps_covered) if self.input_policy == "reference" else sum(e.steps_encoded for e in encodings),
+            steps_total=sum(group.n_steps for group in series),
+            context_policy="reference" if self.input_policy == "reference" else (policies.pop() if len(policies) == 1 else "mixed"),
+            context_windows=sum(encoded.n_windows for encoded in encodings),
+            channels_listed=sum(min(self.max_channel_names, g.n_variates) for g in seen) if self.with_series_metadata else 0,
+            channels_total=sum(group.n_variates for group in series),
+            images_given=len(images),
+        )
+        return _Prepared(question, options, seed, inputs, started, time.perf_counter() - started, notes, use)
+
+    def _seen(self, question: Question, series: Sequence[SeriesGroup]) -> tuple[list[SeriesGroup], list[int]]:
+        """The groups the model is given (all of them, as they are, by default), and the original steps each covers."""
+        if self.input_policy == "full" or not series:
+            return list(series), [group.n_steps for group in series]
+        limit = REFERENCE_MAX_VARIATES_TIER3 if question.category in _TIER3_CATEGORIES else REFERENCE_MAX_VARIATES
+        view, covered = reference_view(series[0], limit)
+        return [view], [covered]
 
     def _images(self, series: Sequence[SeriesGroup]) -> list[Any]:
         """Each group's plot {image_dir}/{group_id}.png, where present (PIL images)."""
@@ -280,6 +351,7 @@ class HybridAnswerer:
                     tokens_in=item.inputs.length,
                     tokens_out=len(generation.token_ids),
                     notes=notes,
+                    inputs=item.use,
                 )
         return [out[id(item)] if item.inputs is not None else self._no_options(item) for item in batch]
 
@@ -293,6 +365,7 @@ class HybridAnswerer:
             tokens_in=0,
             tokens_out=0,
             notes=dict(item.notes, error="question has no options"),
+            inputs=item.use,
         )
 
 
@@ -347,6 +420,7 @@ def create_hybrid_answerer(spec: Any) -> HybridAnswerer:
         max_channel_names=settings.max_channel_names,
         system_prompt=settings.system_prompt,
         image_dir=settings.image_dir,
+        input_policy=settings.input_policy,
     )
 
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from model.answerers import AnswererSpec, create_answerer, settings_fields, validate_answerer_params
 from model.errors import ArfscoreError
-from model.records import Question, SeriesGroup
+from model.records import InputUse, Question, SeriesGroup
 from tasks.cluster import ClusterError, actor_runtime_env
 from tasks.corpus import Corpus, Problem, load_corpus
 from tasks.series import SeriesError
@@ -178,6 +178,17 @@ def error_row(
     }
 
 
+def _input_columns(use: InputUse | None, series: Sequence[SeriesGroup]) -> dict[str, Any]:
+    """The typed columns of what the answerer saw; the totals alone when it did not say."""
+    if use is None:
+        return {"variates_total": sum(g.n_variates for g in series), "steps_total": sum(g.n_steps for g in series)}
+    return {
+        "variates_used": use.variates_used, "variates_total": use.variates_total, "steps_used": use.steps_used,
+        "steps_total": use.steps_total, "context_policy": use.context_policy, "context_windows": use.context_windows,
+        "channels_listed": use.channels_listed, "channels_total": use.channels_total, "images_given": use.images_given,
+    }
+
+
 class ShardWorker:
     """What each actor holds: the corpus index, the answerer (built once), a small cache of dense groups."""
 
@@ -232,6 +243,7 @@ class ShardWorker:
             "n_steps": max(group.n_steps for group in series),
             "interval_s": series[0].interval_s,
             "option_order_seed": int(seed) if seed is not None else None,
+            **_input_columns(answer.inputs, series),
             "parse_status": answer.parse_status,
             "prompt_tokens": answer.tokens_in,
             "completion_tokens": answer.tokens_out,

@@ -43,3 +43,35 @@ def artifact_key(run_id: str) -> str:
     """The Prefect artifact key of a run's leaderboard (lower-case letters, digits and dashes only)."""
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in run_id.lower()).strip("-")
     return f"leaderboard-{cleaned or 'run'}"
+
+
+def read_coverage(out: str, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per answerer and run: answers, share made with the full input, mean share of variates and steps seen
+    (from the `coverage` mart, pooled over categories)."""
+    con = open_views(out)
+    try:
+        where = f"where run_id in ({', '.join('?' for _ in run_ids)})" if run_ids else ""
+        sql = f"""
+            select answerer, run_id, sum(n) as n, sum(n_full_input) as n_full_input, sum(n_unknown) as n_unknown,
+                   sum(mean_variate_share * (n - n_unknown)) / nullif(sum(n - n_unknown), 0) as variate_share,
+                   sum(mean_step_share * (n - n_unknown)) / nullif(sum(n - n_unknown), 0) as step_share,
+                   string_agg(distinct context_policies, ',') as context_policies
+            from coverage {where} group by answerer, run_id order by answerer, run_id"""
+        return con.execute(sql, list(run_ids or [])).df()
+    finally:
+        con.close()
+
+
+def coverage_lines(coverage: pd.DataFrame) -> list[str]:
+    """One line per run: "coverage R (answerer): 92% of 750 answers saw the full input (variates 100%, steps 92%)"."""
+    lines = []
+    for row in coverage.itertuples():
+        share = row.n_full_input / row.n if row.n else float("nan")
+        detail = f"variates {_pct(row.variate_share)}, steps {_pct(row.step_share)}, policy {row.context_policies or '-'}"
+        unknown = f"; {int(row.n_unknown)} not recorded" if row.n_unknown else ""
+        lines.append(f"coverage {row.run_id} ({row.answerer}): {_pct(share)} of {int(row.n)} answers saw the full input ({detail}{unknown})")
+    return lines
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * value:.0f}%"

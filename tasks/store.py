@@ -84,6 +84,16 @@ ANSWER_SCHEMA = pa.schema(
         pa.field("n_steps", pa.int64()),
         pa.field("interval_s", pa.int64()),
         pa.field("option_order_seed", pa.int64()),
+        # What the answerer saw (model/records.InputUse; null where the answerer did not say), all groups summed:
+        pa.field("variates_used", pa.int64()),
+        pa.field("variates_total", pa.int64()),
+        pa.field("steps_used", pa.int64()),
+        pa.field("steps_total", pa.int64()),
+        pa.field("context_policy", pa.string()),  # full | windows | recent | reference | none (did not look)
+        pa.field("context_windows", pa.int64()),
+        pa.field("channels_listed", pa.int64()),  # channel names given in the prompt
+        pa.field("channels_total", pa.int64()),
+        pa.field("images_given", pa.int64()),
         pa.field("parse_status", pa.string()),  # json | answer_line | before_period | raw | direct | unmatched | truncated
         pa.field("prompt_tokens", pa.int64()),  # None for answerers without tokens
         pa.field("completion_tokens", pa.int64()),

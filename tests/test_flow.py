@@ -89,3 +89,21 @@ def test_repeats_are_separate_runs_with_their_own_metrics(small_corpus, tmp_path
     assert sorted(row["run_id"] for row in board) == ["rep-r1", "rep-r2"]
     metrics = read_metrics(str(tmp_path))
     assert set(metrics["run_id"]) == {"rep-r1", "rep-r2"}
+
+
+def test_answers_record_what_each_answerer_saw_and_the_coverage_mart_sums_it(small_corpus, tmp_path):
+    from tasks.report import coverage_lines, read_coverage
+
+    score(small_corpus, tmp_path, "cov-stat")
+    score(small_corpus, tmp_path, "cov-random", answerer="random")
+    answers = read_answers(str(tmp_path), "cov-stat")
+    assert (answers["variates_used"] == answers["variates_total"]).all() and (answers["steps_used"] == answers["steps_total"]).all()
+    assert (answers["variates_total"] == answers["n_variates"]).all() and set(answers["context_policy"]) == {"full"}
+    assert set(read_answers(str(tmp_path), "cov-random")["context_policy"]) == {"none"}
+    con = open_views(str(tmp_path))
+    rows = con.execute("select run_id, sum(n), sum(n_full_input) from coverage group by run_id order by run_id").fetchall()
+    con.close()
+    assert rows == [("cov-random", 24, 0), ("cov-stat", 24, 24)]
+    lines = coverage_lines(read_coverage(str(tmp_path), ["cov-stat", "cov-random"]))
+    assert "coverage cov-stat (stat): 100% of 24 answers saw the full input (variates 100%, steps 100%, policy full)" in lines
+    assert any(line.startswith("coverage cov-random (random): 0% of 24") for line in lines)

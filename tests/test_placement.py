@@ -164,3 +164,45 @@ def test_a_reply_cut_off_by_max_new_tokens_is_recorded_as_truncated(tiny_dir):
     finally:
         handle.remove()
     assert done.parse_status != "truncated" and done.tokens_out == 1 and "truncated_at" not in done.notes
+
+
+# ------------------------------------------------------------------------------------- what the model saw
+
+
+def test_reference_inputs_are_what_the_published_evaluation_fed_the_model():
+    from model.pipeline import reference_view
+
+    values = np.arange(150 * 10_000, dtype=np.float32).reshape(150, 10_000) % 97
+    values[3, 5:12] = np.nan
+    group = SeriesGroup("g", values, tuple(f"host:h{i:03d}" for i in range(150)), 1_700_000_000 * 10**9, 60)
+    view, covered = reference_view(group, max_variates=100)
+    # 10,000 one-minute steps do not fit 4,096; five-minute rollups (2,000 steps) do: the finest that fits.
+    assert view.values.shape == (100, 2000) and view.interval_s == 300 and covered == 10_000
+    assert view.variate_names == group.variate_names[:100]
+    np.testing.assert_allclose(view.values[0, :3], values[0, :15].reshape(3, 5).mean(axis=1))
+    assert np.isfinite(view.values).all()  # NaN filled (the block of row 3 averages its finite steps)
+    # A day of 10-second steps at most 86400 s apart: the coarsest allowed still leaves the first 4,096 steps.
+    long = SeriesGroup("h", np.ones((2, 5000), np.float32), ("a", "b"), 0, 86400)
+    view, covered = reference_view(long, 100)
+    assert view.values.shape == (2, 4096) and covered == 4096
+
+
+def test_every_answer_records_what_its_answerer_saw(tiny_dir):
+    from model.answerers import AnswererSpec, create_answerer
+    from model.modeling_hybrid import HybridModel
+    from model.pipeline import HybridAnswerer
+
+    question, series = _question(1, ("g",)), [_series("g", 5)]
+    stat = create_answerer(AnswererSpec("stat")).answer(question, series).inputs
+    assert (stat.variates_used, stat.variates_total, stat.steps_used, stat.steps_total, stat.context_policy) == (5, 5, 64, 64, "full")
+    assert stat.full_input
+    random_use = create_answerer(AnswererSpec("random")).answer(question, series).inputs
+    assert (random_use.variates_used, random_use.steps_used, random_use.context_policy) == (0, 0, "none") and not random_use.full_input
+
+    model = HybridModel.from_pretrained(tiny_dir, device="cpu", max_context_steps=32, long_context_policy="recent")
+    use = HybridAnswerer(model, max_new_tokens=2, max_channel_names=3).answer(question, series).inputs
+    assert (use.variates_used, use.steps_used, use.steps_total, use.context_policy) == (5, 32, 64, "recent")
+    assert (use.channels_listed, use.channels_total, use.images_given, use.context_windows) == (3, 5, 0, 1)
+    pair = _question(2, ("g", "h"))
+    ref = HybridAnswerer(model, max_new_tokens=2, input_policy="reference").answer(pair, [_series("g", 5), _series("h", 4)]).inputs
+    assert (ref.variates_used, ref.variates_total, ref.context_policy) == (5, 9, "reference")  # the first group only
