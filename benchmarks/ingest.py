@@ -64,11 +64,13 @@ def _rewrite(source: str, target: str, order: str, tz: str | None, row_group_row
     del step
     table = pa.table({
         "timestamp": pa.array(stamps, pa.int64()).cast(pa.timestamp("ns", tz=tz)),
-        "group": pa.DictionaryArray.from_arrays(pa.array(variate), pa.array(group.variate_names)).cast(pa.string()),
+        # Kept dictionary-typed in memory (a plain string column of 90M rows overflows 32-bit offsets); written without
+        # the Arrow schema, so readers see the plain string column another tool would have written.
+        "group": pa.DictionaryArray.from_arrays(pa.array(variate), pa.array(group.variate_names)),
         "value": pa.array(value),
     })
     del stamps, value, variate
-    pq.write_table(table, target, row_group_size=row_group_rows)
+    pq.write_table(table, target, row_group_size=row_group_rows, store_schema=False)
     metadata = pq.ParquetFile(target).metadata
     return {"rows": metadata.num_rows, "row_groups": metadata.num_row_groups, "file_mb": os.path.getsize(target) / 1e6}
 

@@ -57,6 +57,10 @@ class StatConfig:
     reject_sigma: float = 4.0  # second baseline round drops points further than this (robust sigmas)
     max_refine_variates: int = 8  # strongest variates re-fitted at full resolution to place the window
     max_feature_variates: int = 4  # channels whose shape decides kind / direction / magnitude
+    # Chance that a group without an anomaly is reported as anomalous (per group, over all its variates and
+    # windows): sets both detection thresholds (see screen_threshold). Chosen on real incidents (WSD KPIs,
+    # benchmarks/real_data.py calibration part), not on the synthetic generator.
+    false_alarm_rate: float = 0.01
     threshold_offset: float = 0.0  # added to both detection thresholds (higher = fewer detections)
     spike_max_fraction: float = 0.06  # a mean-like anomaly shorter than this fraction of the series is a spike
     same_time_fraction: float = 0.025  # correlation: onsets closer than this fraction of the span are "same time"
@@ -72,6 +76,8 @@ class StatConfig:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.reject_sigma <= 1:
             raise ValueError(f"reject_sigma must be > 1, got {self.reject_sigma}")
+        if not 0.0 < self.false_alarm_rate < 1.0:
+            raise ValueError(f"false_alarm_rate must be in (0, 1), got {self.false_alarm_rate}")
 
 
 @dataclass
@@ -283,14 +289,45 @@ def _cumsum0(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def screen_threshold(n_variates: int, n_windows: int) -> float:
-    """Null-calibrated threshold for the best-window GLR over all variates (see tests / benchmarks)."""
-    return 9.0 + 2.0 * math.log(max(n_variates, 1) * max(n_windows, 1))
+def screen_threshold(n_variates: int, n_windows: int, false_alarm_rate: float = 0.01) -> float:
+    """Threshold for the best-window GLR over all variates and windows at ``false_alarm_rate``: a Bonferroni bound
+    on chi^2 with 2 degrees of freedom (a window's own mean and variance), P(GLR > t) = exp(-t/2), over
+    variates x windows tests: t = 2 log(V W / alpha). The GLR is computed on each variate's own robust noise
+    scale with autocorrelation taken out (see _long_run_factor), so this null holds for real series too."""
+    return 2.0 * math.log(max(n_variates, 1) * max(n_windows, 1) / false_alarm_rate)
 
 
-def window_threshold(n_variates: int) -> float:
-    """Threshold for one fixed window per variate (a Bonferroni chi^2_2 bound over the variates, plus margin)."""
-    return 14.0 + 2.0 * math.log(max(n_variates, 1))
+def window_threshold(n_variates: int, false_alarm_rate: float = 0.01) -> float:
+    """Threshold for one fixed window per variate (which channels are anomalous): the same chi^2_2 Bonferroni bound
+    over the variates, plus 5 (about a 12x stricter rate per channel than per group: a flagged channel should be
+    clearly anomalous, not merely the least normal)."""
+    return 2.0 * math.log(max(n_variates, 1) / false_alarm_rate) + 5.0
+
+
+def _long_run_factor(z: np.ndarray, valid: np.ndarray, block: int = 16) -> np.ndarray:
+    """Per row: how much autocorrelation inflates the variance of a window mean over independent noise (>= 1).
+
+    GLR scores assume independent points; for an AR(1) residual the variance of a long window's mean is
+    (1 + rho) / (1 - rho) times larger, so a plain GLR fires on ordinary wander. Estimated without a model from
+    differences (robust to level shifts, which move only a few differences): the robust scale of consecutive
+    `block`-step mean differences against that of `block`-lag point differences, f = block * var(block mean) /
+    var(point). Scores are divided by f; 1 for white noise, clipped to [1, 100].
+    """
+    rows, steps = z.shape
+    b = max(2, min(block, steps // 8))
+    if steps < 4 * b:
+        return np.ones(rows)
+    full = steps // b
+    zf = np.where(valid, z, 0.0).astype(np.float64)[:, : full * b].reshape(rows, full, b)
+    counts = valid[:, : full * b].reshape(rows, full, b).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts >= b / 2, zf.sum(axis=2) / np.maximum(counts, 1), np.nan)
+    block_scale = _robust_scale_from_diffs(np.diff(means, axis=1))  # sd of a block mean
+    lagged = np.where(valid, z, np.nan).astype(np.float64)
+    point_scale = _robust_scale_from_diffs(lagged[:, b:] - lagged[:, :-b])  # marginal sd of a point
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = b * np.square(block_scale / point_scale)
+    return np.clip(np.where(np.isfinite(factor), factor, 1.0), 1.0, 100.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,6 +346,7 @@ class _Screen:
     best_end: np.ndarray
     sigma: np.ndarray  # [V] NaN = flat variate
     n_windows: int
+    factor: np.ndarray  # [V] autocorrelation inflation of window means (scores are divided by it)
 
 
 def _without_trend(design: np.ndarray) -> np.ndarray:
@@ -404,7 +442,7 @@ def _fit_rows(y: np.ndarray, design: _Design, sample: np.ndarray, reject: float)
     flat = ~np.isfinite(sigma)
     if flat.any():
         z[flat] = np.where(valid[flat], np.float32(0), np.float32(np.nan))  # flat variates carry no evidence
-    return z, valid, sigma
+    return z, valid, sigma, _long_run_factor(z, valid)
 
 
 def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Screen:
@@ -421,11 +459,13 @@ def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Sc
     best_start = np.zeros(n_variates, dtype=np.int64)
     best_end = np.full(n_variates, n_blocks, dtype=np.int64)
     sigma = np.empty(n_variates)
+    factor = np.ones(n_variates)
 
     def run(low: int) -> None:
         high = min(n_variates, low + config.chunk_variates)
-        z, valid, sig = _fit_rows(values[low:high], design, sample, config.reject_sigma)
+        z, valid, sig, inflation = _fit_rows(values[low:high], design, sample, config.reject_sigma)
         sigma[low:high] = sig
+        factor[low:high] = inflation
         cnt, s1, s2 = _block_sums(z, valid, block, overwrite=True)
         del z, valid
         count[low:high], first[low:high], second[low:high] = cnt, s1, s2
@@ -439,7 +479,7 @@ def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Sc
             c_cnt[:, -1:],
             c_s1[:, -1:],
             c_s2[:, -1:],
-        )
+        ) / inflation[:, None]
         best = np.argmax(stats, axis=1)
         score[low:high] = stats[np.arange(high - low), best]
         best_start[low:high] = starts[best]
@@ -457,7 +497,7 @@ def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Sc
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 for future in [pool.submit(run, low) for low in lows]:
                     future.result()
-    return _Screen(block, count, first, second, score, best_start, best_end, sigma, int(starts.size))
+    return _Screen(block, count, first, second, score, best_start, best_end, sigma, int(starts.size), factor)
 
 
 def _threads(config: StatConfig, jobs: int) -> int:
@@ -488,6 +528,7 @@ class _RowDetail:
     resid: np.ndarray  # value - baseline (original units), NaN where missing
     level: np.ndarray  # baseline without seasonality: intercept + slope * t (original units)
     sigma: float
+    factor: float = 1.0  # autocorrelation inflation of window means (GLR scores are divided by it)
 
 
 def _row_detail(y: np.ndarray, row: int, design: np.ndarray, reject: float, exclude: tuple[int, int] | None = None) -> _RowDetail:
@@ -542,7 +583,8 @@ def _row_detail(y: np.ndarray, row: int, design: np.ndarray, reject: float, excl
         z = (resid - np.median(base)) / scale
     else:
         z = np.where(valid, 0.0, np.nan)
-    return _RowDetail(row, z, resid, level, float(scale))
+    factor = float(_long_run_factor(z[None, :], np.isfinite(z)[None, :])[0])
+    return _RowDetail(row, z, resid, level, float(scale), factor)
 
 
 def _pick_window(stats: np.ndarray, starts: np.ndarray, ends: np.ndarray | None = None, last: int | None = None) -> int:
@@ -577,7 +619,7 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
         total += glr(
             c_cnt[i, ends] - c_cnt[i, starts], c_s1[i, ends] - c_s1[i, starts], c_s2[i, ends] - c_s2[i, starts],
             c_cnt[i, -1], c_s1[i, -1], c_s2[i, -1],
-        )
+        ) / rows[i].factor
     best = _pick_window(total, starts, ends, n_blocks)
     coarse_start, coarse_end = int(starts[best]) * block, min(n_steps, int(ends[best]) * block)
     if block == 1:
@@ -598,7 +640,7 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
         fine += glr(
             f_cnt[i, e_idx] - f_cnt[i, s_idx], f_s1[i, e_idx] - f_s1[i, s_idx], f_s2[i, e_idx] - f_s2[i, s_idx],
             f_cnt[i, -1], f_s1[i, -1], f_s2[i, -1],
-        )
+        ) / rows[i].factor
     pick = int(np.argmax(fine))
     return int(s_idx[pick]), int(e_idx[pick]), float(fine[pick])
 
@@ -610,7 +652,7 @@ def _row_window_score(detail: _RowDetail, start: int, end: int) -> float:
     inside = slice(start, end)
     return float(
         glr(valid[inside].sum(), zf[inside].sum(), np.square(zf[inside]).sum(), valid.sum(), zf.sum(), np.square(zf).sum())
-    )
+    ) / detail.factor
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -769,7 +811,7 @@ def analyze_group(group: SeriesGroup, config: StatConfig | None = None) -> Group
         return analysis
     design64, names = design_matrix(n_steps, group.interval_s)
     screen = _screen(values, design64, config)
-    threshold = screen_threshold(n_variates, screen.n_windows) + config.threshold_offset
+    threshold = screen_threshold(n_variates, screen.n_windows, config.false_alarm_rate) + config.threshold_offset
     analysis.threshold = threshold
     analysis.screen_scores = screen.score
     analysis.best_score = float(screen.score.max()) if n_variates else 0.0
@@ -831,10 +873,10 @@ def _flag_variates(analysis: GroupAnalysis, screen: _Screen, detail_of: dict, st
         screen.count.sum(axis=1),
         screen.first.sum(axis=1),
         screen.second.sum(axis=1),
-    )
+    ) / screen.factor
     for row, detail in detail_of.items():
         at_window[row] = _row_window_score(detail, start, end)
-    w_threshold = window_threshold(analysis.n_variates) + config.threshold_offset
+    w_threshold = window_threshold(analysis.n_variates, config.false_alarm_rate) + config.threshold_offset
     evidence = np.maximum((at_window - w_threshold) / max(4.0, 0.25 * w_threshold), (screen.score - threshold) / max(4.0, 0.25 * threshold))
     flagged = np.flatnonzero(evidence > 0)
     flagged = flagged[np.argsort(-at_window[flagged], kind="stable")]

@@ -56,8 +56,13 @@ CORRELATION_SAME_TIME = "Yes, both series show an anomaly at the same time"
 CORRELATION_DIFFERENT_TIME = "No, the anomalies occur at different times"
 CORRELATION_ONE_ONLY = "No, only one of the series shows an anomaly"
 CORRELATION_NEITHER = "No anomaly in either series"
-# Magnitude answers are percent deviations from the baseline level, as in the release ("0.1", "25", "1,000").
-MAGNITUDE_LADDER: tuple[float, ...] = (10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+# Magnitude answers are percent deviations from the baseline level, as in the release ("0.1", "25", "1,000"). The
+# smallest, 5%, is at the noise level (noise sd 2-6% of the level, 4-12% with production-like noise).
+MAGNITUDE_LADDER: tuple[float, ...] = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+# Shares of anomalies already under way when the window opens (start: "Before the earliest timestamp") and still
+# under way when it closes (end: "Not resolved"), for the kinds that can last (not transient spikes).
+BEFORE_EARLIEST_SHARE = 0.15
+NOT_RESOLVED_SHARE = 0.25
 INTERVALS_S: tuple[int, ...] = (10, 60, 300, 1800, 3600, 86400)
 METRICS: tuple[tuple[str, str], ...] = (  # (metric name, which direction is worse)
     ("trace.http.request.errors", "higher"),
@@ -220,28 +225,52 @@ def plan_group(
     )
 
 
-def _plan_anomaly(rng: np.random.Generator, kind: str, n_variates: int, n_steps: int) -> AnomalySpec:
-    n_affected = 1 if n_variates < 2 else int(rng.choice([1, 1, 2, 3])) if n_variates >= 3 else int(rng.choice([1, 2]))
-    variates = tuple(sorted(int(v) for v in rng.choice(n_variates, size=n_affected, replace=False)))
+def _window(rng: np.random.Generator, kind: str, n_steps: int) -> tuple[int, int]:
+    """[start, end) of an anomaly of ``kind``; start 0 = under way before the window, end n_steps = not resolved."""
     if kind == "Transient Spike":
         width = max(1, int(n_steps * rng.uniform(0.005, 0.02)))
-        start = int(rng.integers(int(n_steps * 0.2), int(n_steps * 0.8)))
-        end = start + width
-    else:
-        start = int(rng.integers(int(n_steps * 0.2), int(n_steps * 0.7)))
-        unresolved = kind in ("Level Shift", "Change in Trend") and rng.random() < 0.3
-        end = n_steps if unresolved else min(n_steps, start + max(4, int(n_steps * rng.uniform(0.1, 0.3))))
-    magnitude = float(rng.choice(MAGNITUDE_LADDER[1:] if kind == "Transient Spike" else MAGNITUDE_LADDER))
+        start = int(rng.integers(int(n_steps * 0.1), int(n_steps * 0.9)))
+        return start, min(n_steps, start + width)
+    length = max(4, int(n_steps * rng.uniform(0.1, 0.35)))
+    if rng.random() < BEFORE_EARLIEST_SHARE:
+        return 0, min(n_steps - 1, length)  # under way when the window opens; resolved inside it
+    start = int(rng.integers(int(n_steps * 0.1), int(n_steps * 0.8)))
+    return start, n_steps if rng.random() < NOT_RESOLVED_SHARE else min(n_steps, start + length)
+
+
+def _plan_anomaly(rng: np.random.Generator, kind: str, n_variates: int, n_steps: int) -> AnomalySpec:
+    n_affected = _n_affected(rng, n_variates)
+    variates = tuple(sorted(int(v) for v in rng.choice(n_variates, size=n_affected, replace=False)))
+    start, end = _window(rng, kind, n_steps)
+    magnitude = _magnitude(rng, kind)
     direction = int(rng.choice([1, -1])) if magnitude < 100 else 1  # a drop cannot exceed 100%
     return AnomalySpec(kind, start, end, variates, magnitude, direction)
 
 
-def _distractor_steps(rng: np.random.Generator, true_step: int, n_steps: int, count: int) -> list[int]:
-    """Steps far enough from the true one (and each other) that the options are distinguishable."""
-    gap = max(1, n_steps // 10)
-    candidates = [step for step in range(0, n_steps, gap) if abs(step - true_step) >= gap]
-    picked = rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)
-    return sorted(candidates[int(i)] for i in picked)
+def _magnitude(rng: np.random.Generator, kind: str) -> float:
+    return float(rng.choice(MAGNITUDE_LADDER[1:] if kind == "Transient Spike" else MAGNITUDE_LADDER))
+
+
+def _n_affected(rng: np.random.Generator, n_variates: int) -> int:
+    return 1 if n_variates < 2 else int(rng.choice([1, 1, 2, 3])) if n_variates >= 3 else int(rng.choice([1, 2]))
+
+
+def _distractor_steps(rng: np.random.Generator, taken: list[int], n_steps: int, count: int, edge: str) -> list[int]:
+    """``count`` wrong start (``edge`` "start") or last (``edge`` "end") steps drawn from the same distribution as
+    true ones (windows of random kinds), at least 1/25 of the series from the true step and from each other: the
+    options alone tell nothing about which one is right."""
+    gap = max(1, n_steps // 25)
+    picked: list[int] = []
+    for _ in range(200 * count):
+        start, end = _window(rng, str(rng.choice(ANOMALY_KINDS)), n_steps)
+        if (edge == "start" and start == 0) or (edge == "end" and end >= n_steps):
+            continue  # those are the special options, not timestamps
+        step = start if edge == "start" else end - 1
+        if all(abs(step - other) >= gap for other in taken + picked):
+            picked.append(step)
+            if len(picked) == count:
+                break
+    return sorted(picked)
 
 
 def _caption(group: GroupPlan) -> str:
@@ -264,27 +293,21 @@ def _question_for(rng: np.random.Generator, category: str, group: GroupPlan) -> 
         text = "Is there an anomaly in this time series?"
     elif category == "Anomaly Start":
         text = "What is the start time of the anomaly?"
-        if anomaly is None:
-            stamps = _distractor_steps(rng, -group.n_steps, group.n_steps, 3)
-            correct = NO_ANOMALY
-        elif anomaly.start == 0:
-            stamps = _distractor_steps(rng, 0, group.n_steps, 3)
-            correct = BEFORE_EARLIEST
+        if anomaly is None or anomaly.start == 0:
+            stamps = _distractor_steps(rng, [], group.n_steps, 3, "start")
+            correct = NO_ANOMALY if anomaly is None else BEFORE_EARLIEST
         else:
-            stamps = sorted(_distractor_steps(rng, anomaly.start, group.n_steps, 2) + [anomaly.start])
+            stamps = sorted(_distractor_steps(rng, [anomaly.start], group.n_steps, 2, "start") + [anomaly.start])
             correct = group.timestamp(anomaly.start)
         options = [BEFORE_EARLIEST] + [group.timestamp(step) for step in stamps] + [NO_ANOMALY]
     elif category == "Anomaly End":
         text = "At what time had the metric recovered from the anomaly (its last anomalous point)?"
-        if anomaly is None:
-            stamps = _distractor_steps(rng, -group.n_steps, group.n_steps, 3)
-            correct = NO_ANOMALY
-        elif anomaly.end >= group.n_steps:
-            stamps = _distractor_steps(rng, group.n_steps, group.n_steps, 3)
-            correct = NOT_RESOLVED
+        if anomaly is None or anomaly.end >= group.n_steps:
+            stamps = _distractor_steps(rng, [], group.n_steps, 3, "end")
+            correct = NO_ANOMALY if anomaly is None else NOT_RESOLVED
         else:
             last = anomaly.end - 1
-            stamps = sorted(_distractor_steps(rng, last, group.n_steps, 2) + [last])
+            stamps = sorted(_distractor_steps(rng, [last], group.n_steps, 2, "end") + [last])
             correct = group.timestamp(last)
         options = [group.timestamp(step) for step in stamps] + [NOT_RESOLVED, NO_ANOMALY]
     elif category == "Anomaly Categorization":
@@ -293,11 +316,13 @@ def _question_for(rng: np.random.Generator, category: str, group: GroupPlan) -> 
         correct = anomaly.kind if anomaly else NO_ANOMALY
     elif category == "Anomaly Magnitude":
         text = "By how many percent does the anomalous series deviate from its normal level at the anomaly's peak?"
-        truth = anomaly.magnitude_pct if anomaly else float(rng.choice(MAGNITUDE_LADDER))
-        position = MAGNITUDE_LADDER.index(truth)
-        first = int(np.clip(position - rng.integers(0, 4), 0, len(MAGNITUDE_LADDER) - 4))
-        ladder = MAGNITUDE_LADDER[first : first + 4]
-        options = [f"{value:,.0f}" for value in ladder] + [NO_ANOMALY]
+        # Four sizes: the true one and three drawn from the same distribution as true sizes (anomalies of the kinds
+        # magnitude questions ask about), so neither the values nor their order point at the answer.
+        truth = anomaly.magnitude_pct if anomaly else _magnitude(rng, str(rng.choice(["Level Shift", "Transient Spike"])))
+        sizes = {truth}
+        while len(sizes) < 4:
+            sizes.add(_magnitude(rng, str(rng.choice(["Level Shift", "Transient Spike"]))))
+        options = [f"{value:,.0f}" for value in sorted(sizes)] + [NO_ANOMALY]
         correct = f"{truth:,.0f}" if anomaly else NO_ANOMALY
     elif category == "Anomaly Identification":
         text = "Which of the listed channels show the anomaly?"
@@ -323,14 +348,13 @@ def _identification_options(rng: np.random.Generator, group: GroupPlan) -> tuple
     truth = tuple(names[i] for i in group.anomaly.variates) if group.anomaly else ()
     joiner = " and " if rng.random() < 0.3 else ", "
     channel_sets: list[tuple[str, ...]] = [truth] if truth else []
-    for size in (1, 1, 2, 3):
-        if len(channel_sets) >= 4 or size > len(names):
-            continue
-        for _ in range(20):
-            candidate = tuple(sorted(str(name) for name in rng.choice(names, size=size, replace=False)))
-            if candidate not in channel_sets:
-                channel_sets.append(candidate)
-                break
+    for _ in range(80):  # distractor sets sized like true ones, so the number of channels says nothing
+        if len(channel_sets) >= 4:
+            break
+        size = _n_affected(rng, len(names))
+        candidate = tuple(sorted(str(name) for name in rng.choice(names, size=size, replace=False)))
+        if candidate not in channel_sets:
+            channel_sets.append(candidate)
     order = rng.permutation(len(channel_sets))
     options = [joiner.join(channel_sets[int(i)]) for i in order] + [NO_CHANNEL]
     return options, joiner.join(truth) if truth else NO_CHANNEL
