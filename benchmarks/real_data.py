@@ -250,15 +250,19 @@ def evaluate(corpus_dir: str, answerers: dict[str, tuple[tuple[str, str], ...]])
     built = {label: create_answerer(AnswererSpec(name=label.split("@")[0], seed=0, answer_priors=priors, params=params))
              for label, params in answerers.items()}
     rows = []
+    by_group: dict[tuple[str, ...], list] = {}
     for question in corpus.questions:
-        series = [corpus.open_group(g) for g in question.query_groups]
-        for label, answerer in built.items():
-            answer = answerer.answer(question, series)
-            rows.append({
-                "run_id": label, "answerer": label, "question_id": question.question_id, "category": question.category,
-                "tier": question.tier, "options": list(question.options), "correct_answer": question.correct_answer,
-                "parsed_answer": answer.parsed_answer, "status": "ok",
-            })
+        by_group.setdefault(question.query_groups, []).append(question)
+    for group_ids, questions in by_group.items():  # each group read once: the answerers' caches see one array
+        series = [corpus.open_group(g) for g in group_ids]
+        for question in questions:
+            for label, answerer in built.items():
+                answer = answerer.answer(question, series)
+                rows.append({
+                    "run_id": label, "answerer": label, "question_id": question.question_id, "category": question.category,
+                    "tier": question.tier, "options": list(question.options), "correct_answer": question.correct_answer,
+                    "parsed_answer": answer.parsed_answer, "status": "ok",
+                })
     return compute_metrics(pd.DataFrame(rows))
 
 

@@ -60,7 +60,7 @@ class StatConfig:
     # Chance that a group without an anomaly is reported as anomalous (per group, over all its variates and
     # windows): sets both detection thresholds (see screen_threshold). Chosen on real incidents (WSD KPIs,
     # benchmarks/real_data.py calibration part), not on the synthetic generator.
-    false_alarm_rate: float = 0.01
+    false_alarm_rate: float = 1e-4
     threshold_offset: float = 0.0  # added to both detection thresholds (higher = fewer detections)
     spike_max_fraction: float = 0.06  # a mean-like anomaly shorter than this fraction of the series is a spike
     same_time_fraction: float = 0.025  # correlation: onsets closer than this fraction of the span are "same time"
@@ -289,7 +289,7 @@ def _cumsum0(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def screen_threshold(n_variates: int, n_windows: int, false_alarm_rate: float = 0.01) -> float:
+def screen_threshold(n_variates: int, n_windows: int, false_alarm_rate: float = 1e-4) -> float:
     """Threshold for the best-window GLR over all variates and windows at ``false_alarm_rate``: a Bonferroni bound
     on chi^2 with 2 degrees of freedom (a window's own mean and variance), P(GLR > t) = exp(-t/2), over
     variates x windows tests: t = 2 log(V W / alpha). The GLR is computed on each variate's own robust noise
@@ -297,37 +297,64 @@ def screen_threshold(n_variates: int, n_windows: int, false_alarm_rate: float = 
     return 2.0 * math.log(max(n_variates, 1) * max(n_windows, 1) / false_alarm_rate)
 
 
-def window_threshold(n_variates: int, false_alarm_rate: float = 0.01) -> float:
+def window_threshold(n_variates: int, false_alarm_rate: float = 1e-4) -> float:
     """Threshold for one fixed window per variate (which channels are anomalous): the same chi^2_2 Bonferroni bound
     over the variates, plus 5 (about a 12x stricter rate per channel than per group: a flagged channel should be
     clearly anomalous, not merely the least normal)."""
     return 2.0 * math.log(max(n_variates, 1) / false_alarm_rate) + 5.0
 
 
-def _long_run_factor(z: np.ndarray, valid: np.ndarray, block: int = 16) -> np.ndarray:
-    """Per row: how much autocorrelation inflates the variance of a window mean over independent noise (>= 1).
+# Window lengths (steps) at which the autocorrelation inflation of window means is measured; between them it is
+# interpolated on log2(length).
+_PROFILE_SCALES: tuple[int, ...] = tuple(2**k for k in range(0, 15))
 
-    GLR scores assume independent points; for an AR(1) residual the variance of a long window's mean is
-    (1 + rho) / (1 - rho) times larger, so a plain GLR fires on ordinary wander. Estimated without a model from
-    differences (robust to level shifts, which move only a few differences): the robust scale of consecutive
-    `block`-step mean differences against that of `block`-lag point differences, f = block * var(block mean) /
-    var(point). Scores are divided by f; 1 for white noise, clipped to [1, 100].
+
+def _inflation_profile(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per row and scale L in _PROFILE_SCALES: how much the variance of an L-step window mean exceeds that of
+    independent noise (>= 1, non-decreasing in L; 1 for white noise).
+
+    GLR scores assume independent points; real residuals wander (autocorrelation, cycles a window too short to fit
+    leaves in), so a long window's mean drifts far more than 1/L of the point variance and a plain GLR fires on
+    ordinary data. Estimated without a model and robustly to level shifts (which move only a few differences):
+    f(L) = L * var(consecutive L-step block mean differences) / var(L-lag point differences), from robust scales.
+    A window of length L (the shorter of inside and outside) has its GLR divided by f(L).
     """
     rows, steps = z.shape
-    b = max(2, min(block, steps // 8))
-    if steps < 4 * b:
-        return np.ones(rows)
-    full = steps // b
-    zf = np.where(valid, z, 0.0).astype(np.float64)[:, : full * b].reshape(rows, full, b)
-    counts = valid[:, : full * b].reshape(rows, full, b).sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts >= b / 2, zf.sum(axis=2) / np.maximum(counts, 1), np.nan)
-    block_scale = _robust_scale_from_diffs(np.diff(means, axis=1))  # sd of a block mean
+    profile = np.ones((rows, len(_PROFILE_SCALES)))
+    zf = np.where(valid, z, 0.0).astype(np.float64)
     lagged = np.where(valid, z, np.nan).astype(np.float64)
-    point_scale = _robust_scale_from_diffs(lagged[:, b:] - lagged[:, :-b])  # marginal sd of a point
-    with np.errstate(invalid="ignore", divide="ignore"):
-        factor = b * np.square(block_scale / point_scale)
-    return np.clip(np.where(np.isfinite(factor), factor, 1.0), 1.0, 100.0)
+    for index, b in enumerate(_PROFILE_SCALES):
+        if b == 1:
+            continue
+        full = steps // b
+        if full < 8:  # too few blocks for a robust estimate: keep the largest scale measured
+            profile[:, index] = profile[:, index - 1]
+            continue
+        counts = valid[:, : full * b].reshape(rows, full, b).sum(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts >= b / 2, zf[:, : full * b].reshape(rows, full, b).sum(axis=2) / np.maximum(counts, 1), np.nan)
+            factor = b * np.square(_robust_scale_from_diffs(np.diff(means, axis=1)) / _robust_scale_from_diffs(lagged[:, b:] - lagged[:, :-b]))
+        profile[:, index] = np.where(np.isfinite(factor), factor, 1.0)
+    profile = np.maximum.accumulate(np.clip(profile, 1.0, 1000.0), axis=1)
+    return profile
+
+
+def _inflation_at(profile: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """profile [rows, scales] at window ``lengths`` (steps, broadcast to [rows, windows]) by log2 interpolation."""
+    position = np.clip(np.log2(np.maximum(np.asarray(lengths, dtype=np.float64), 1.0)), 0, len(_PROFILE_SCALES) - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(_PROFILE_SCALES) - 1)
+    weight = position - low
+    if profile.ndim == 1:
+        return profile[low] * (1 - weight) + profile[high] * weight
+    take_low = np.take_along_axis(profile, np.broadcast_to(low, (profile.shape[0],) + low.shape[-1:]), axis=1)
+    take_high = np.take_along_axis(profile, np.broadcast_to(high, (profile.shape[0],) + high.shape[-1:]), axis=1)
+    return take_low * (1 - weight) + take_high * weight
+
+
+def _window_lengths(n_in: np.ndarray, n_all: np.ndarray | float) -> np.ndarray:
+    """The length that sets a window's inflation: the shorter of inside and outside."""
+    return np.minimum(n_in, np.maximum(n_all - n_in, 1.0))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,7 +373,7 @@ class _Screen:
     best_end: np.ndarray
     sigma: np.ndarray  # [V] NaN = flat variate
     n_windows: int
-    factor: np.ndarray  # [V] autocorrelation inflation of window means (scores are divided by it)
+    profile: np.ndarray  # [V, scales] autocorrelation inflation of window means (see _inflation_profile)
 
 
 def _without_trend(design: np.ndarray) -> np.ndarray:
@@ -442,7 +469,7 @@ def _fit_rows(y: np.ndarray, design: _Design, sample: np.ndarray, reject: float)
     flat = ~np.isfinite(sigma)
     if flat.any():
         z[flat] = np.where(valid[flat], np.float32(0), np.float32(np.nan))  # flat variates carry no evidence
-    return z, valid, sigma, _long_run_factor(z, valid)
+    return z, valid, sigma, _inflation_profile(z, valid)
 
 
 def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Screen:
@@ -459,27 +486,28 @@ def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Sc
     best_start = np.zeros(n_variates, dtype=np.int64)
     best_end = np.full(n_variates, n_blocks, dtype=np.int64)
     sigma = np.empty(n_variates)
-    factor = np.ones(n_variates)
+    profile = np.ones((n_variates, len(_PROFILE_SCALES)))
 
     def run(low: int) -> None:
         high = min(n_variates, low + config.chunk_variates)
         z, valid, sig, inflation = _fit_rows(values[low:high], design, sample, config.reject_sigma)
         sigma[low:high] = sig
-        factor[low:high] = inflation
+        profile[low:high] = inflation
         cnt, s1, s2 = _block_sums(z, valid, block, overwrite=True)
         del z, valid
         count[low:high], first[low:high], second[low:high] = cnt, s1, s2
         if starts.size == 0:
             return
         c_cnt, c_s1, c_s2 = _cumsum0(cnt), _cumsum0(s1), _cumsum0(s2)
+        n_in = c_cnt[:, ends] - c_cnt[:, starts]
         stats = glr(
-            c_cnt[:, ends] - c_cnt[:, starts],
+            n_in,
             c_s1[:, ends] - c_s1[:, starts],
             c_s2[:, ends] - c_s2[:, starts],
             c_cnt[:, -1:],
             c_s1[:, -1:],
             c_s2[:, -1:],
-        ) / inflation[:, None]
+        ) / _inflation_at(inflation, _window_lengths((ends - starts) * block, n_steps))
         best = np.argmax(stats, axis=1)
         score[low:high] = stats[np.arange(high - low), best]
         best_start[low:high] = starts[best]
@@ -497,7 +525,7 @@ def _screen(values: np.ndarray, design64: np.ndarray, config: StatConfig) -> _Sc
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 for future in [pool.submit(run, low) for low in lows]:
                     future.result()
-    return _Screen(block, count, first, second, score, best_start, best_end, sigma, int(starts.size), factor)
+    return _Screen(block, count, first, second, score, best_start, best_end, sigma, int(starts.size), profile)
 
 
 def _threads(config: StatConfig, jobs: int) -> int:
@@ -528,7 +556,7 @@ class _RowDetail:
     resid: np.ndarray  # value - baseline (original units), NaN where missing
     level: np.ndarray  # baseline without seasonality: intercept + slope * t (original units)
     sigma: float
-    factor: float = 1.0  # autocorrelation inflation of window means (GLR scores are divided by it)
+    profile: np.ndarray | None = None  # [scales] autocorrelation inflation of window means (_inflation_profile)
 
 
 def _row_detail(y: np.ndarray, row: int, design: np.ndarray, reject: float, exclude: tuple[int, int] | None = None) -> _RowDetail:
@@ -583,8 +611,8 @@ def _row_detail(y: np.ndarray, row: int, design: np.ndarray, reject: float, excl
         z = (resid - np.median(base)) / scale
     else:
         z = np.where(valid, 0.0, np.nan)
-    factor = float(_long_run_factor(z[None, :], np.isfinite(z)[None, :])[0])
-    return _RowDetail(row, z, resid, level, float(scale), factor)
+    profile = _inflation_profile(z[None, :], np.isfinite(z)[None, :])[0]
+    return _RowDetail(row, z, resid, level, float(scale), profile)
 
 
 def _pick_window(stats: np.ndarray, starts: np.ndarray, ends: np.ndarray | None = None, last: int | None = None) -> int:
@@ -619,7 +647,7 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
         total += glr(
             c_cnt[i, ends] - c_cnt[i, starts], c_s1[i, ends] - c_s1[i, starts], c_s2[i, ends] - c_s2[i, starts],
             c_cnt[i, -1], c_s1[i, -1], c_s2[i, -1],
-        ) / rows[i].factor
+        ) / _inflation_at(rows[i].profile, _window_lengths((ends - starts) * block, n_steps))
     best = _pick_window(total, starts, ends, n_blocks)
     coarse_start, coarse_end = int(starts[best]) * block, min(n_steps, int(ends[best]) * block)
     if block == 1:
@@ -640,7 +668,7 @@ def _search_window(rows: list[_RowDetail], n_steps: int, blocks: int) -> tuple[i
         fine += glr(
             f_cnt[i, e_idx] - f_cnt[i, s_idx], f_s1[i, e_idx] - f_s1[i, s_idx], f_s2[i, e_idx] - f_s2[i, s_idx],
             f_cnt[i, -1], f_s1[i, -1], f_s2[i, -1],
-        ) / rows[i].factor
+        ) / _inflation_at(rows[i].profile, _window_lengths(e_idx - s_idx, n_steps))
     pick = int(np.argmax(fine))
     return int(s_idx[pick]), int(e_idx[pick]), float(fine[pick])
 
@@ -650,9 +678,8 @@ def _row_window_score(detail: _RowDetail, start: int, end: int) -> float:
     valid = np.isfinite(z)
     zf = np.where(valid, z, 0.0)
     inside = slice(start, end)
-    return float(
-        glr(valid[inside].sum(), zf[inside].sum(), np.square(zf[inside]).sum(), valid.sum(), zf.sum(), np.square(zf).sum())
-    ) / detail.factor
+    score = glr(valid[inside].sum(), zf[inside].sum(), np.square(zf[inside]).sum(), valid.sum(), zf.sum(), np.square(zf).sum())
+    return float(score) / float(_inflation_at(detail.profile, _window_lengths(np.float64(end - start), z.size)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -873,7 +900,7 @@ def _flag_variates(analysis: GroupAnalysis, screen: _Screen, detail_of: dict, st
         screen.count.sum(axis=1),
         screen.first.sum(axis=1),
         screen.second.sum(axis=1),
-    ) / screen.factor
+    ) / _inflation_at(screen.profile, np.array([_window_lengths(float(end - start), analysis.n_steps)]))[:, 0]
     for row, detail in detail_of.items():
         at_window[row] = _row_window_score(detail, start, end)
     w_threshold = window_threshold(analysis.n_variates, config.false_alarm_rate) + config.threshold_offset
