@@ -17,6 +17,7 @@ resumes). Actors are spread over the cluster's nodes. See docs/faults.md for the
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import threading
@@ -524,7 +525,7 @@ class _ShardScheduler:
         if work.kind == "shard":
             result, table = value
             path = write_shard(table, self.out, self.run_id, work.shard.index)
-            self._finish(ShardResult(**{**result.__dict__, "path": path}))
+            self._finish(dataclasses.replace(result, path=path))
         else:
             work.split.tables[work.question_id] = value
             self._finish_split(work.split)

@@ -32,7 +32,7 @@ import fsspec
 
 from model.errors import ArfscoreError
 from tasks import __version__
-from tasks.corpus import QA_FILE, SERIES_DIR, Corpus
+from tasks.corpus import SERIES_DIR, Corpus
 from tasks.storage import filesystem_for, with_io_retries
 from tasks.store import read_manifest, write_manifest, written_shards
 
@@ -210,8 +210,8 @@ def ensure_manifest(out: str, run_id: str, manifest: Mapping[str, Any]) -> str:
     if recorded is None:
         if written_shards(out, run_id):
             raise ManifestMismatchError(
-                f"run {run_id} has answers under {out} but no manifest ({QA_FILE} / settings of its first start are "
-                "unknown): start a new --run-id"
+                f"run {run_id} has answers under {out} but no manifest (written by an arfscore without manifests: how "
+                "its first start was defined is unknown): start a new --run-id"
             )
         write_manifest(manifest, out, run_id)
         return "written"
