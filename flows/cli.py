@@ -93,12 +93,15 @@ def validate(
 
 
 def _print_leaderboard(board, title: str = "leaderboard") -> None:
-    table = Table(title=title)
+    from tasks.report import with_interval
+
+    table = Table(title=title, caption="[95% cluster-bootstrap interval]")
     for column in ("answerer", "run", "n", "accuracy", "macro F1", "invalid", "errors"):
         table.add_column(column, justify="left" if column in ("answerer", "run") else "right")
     for row in board.itertuples():
-        f1 = "-" if row.macro_f1 is None or row.macro_f1 != row.macro_f1 else f"{row.macro_f1:.3f}"
-        table.add_row(row.answerer, row.run_id, str(row.n), f"{row.accuracy:.3f}", f1, str(row.invalid), str(row.n_error))
+        accuracy = with_interval(row.accuracy, getattr(row, "accuracy_lo", None), getattr(row, "accuracy_hi", None))
+        f1 = with_interval(row.macro_f1, getattr(row, "macro_f1_lo", None), getattr(row, "macro_f1_hi", None))
+        table.add_row(row.answerer, row.run_id, str(row.n), accuracy, f1, str(row.invalid), str(row.n_error))
     console.print(table)
 
 
@@ -142,6 +145,7 @@ def score(
     answerer_config: Path = typer.Option(None, "--answerer-config", help="YAML mapping of answerer settings"),
     question_timeout: float = typer.Option(600.0, "--question-timeout", min=0.0, help="seconds per question; 0 = none"),
     placement_timeout: float = typer.Option(600.0, "--placement-timeout", min=1.0, help="seconds to wait for actors to be placed"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="cluster-bootstrap resamples for the 95% intervals (0: none)"),
 ) -> None:
     """Score a corpus through the Prefect flow and a Ray actor pool; print the leaderboard."""
     import pandas as pd
@@ -173,6 +177,7 @@ def score(
             corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
             num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed,
             question_timeout_s=question_timeout or None, answerer_settings=settings, placement_timeout_s=placement_timeout,
+            bootstrap=bootstrap,
         )
     except (ArfscoreError, FileNotFoundError, PermissionError) as error:  # bad corpus or --out, storage down, manifest
         # differs, cluster too small, incomplete run: one clear message
@@ -205,6 +210,50 @@ def report(
         frame = con.execute("select * from category_tier order by answerer, run_id, tier, category").df()
         con.close()
         console.print(frame.to_string(index=False))
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="the baseline run"),
+    run_b: str = typer.Argument(..., help="the run compared with it (differences are B - A)"),
+    out: str = typer.Option("results", "--out"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="paired cluster-bootstrap resamples"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for machines"),
+) -> None:
+    """Paired comparison of two runs: per category, tier and overall, both figures, the difference with a 95% paired
+    cluster-bootstrap interval, McNemar's exact p-value, and the questions that flipped."""
+    import json
+
+    from tasks.report import compare_report, with_interval
+
+    try:
+        result = compare_report(out, run_a, run_b, bootstrap)
+    except ValueError as error:
+        console.print(f"[red]cannot compare[/red]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(1) from error
+    table, flipped = result["table"], result["flipped"]
+    if as_json:
+        print(json.dumps({
+            "run_a": run_a, "run_b": run_b, "resamples": bootstrap,
+            "rows": json.loads(table.to_json(orient="records")), "flipped": json.loads(flipped.to_json(orient="records")),
+        }, indent=2))
+        return
+    view = Table(title=f"{run_b} vs {run_a} (B - A; 95% paired cluster-bootstrap intervals, McNemar exact p)")
+    for column in ("scope", "key", "n", "accuracy A", "accuracy B", "difference", "macro F1 A", "macro F1 B", "difference ", "only A", "only B", "p"):
+        view.add_column(column, justify="left" if column in ("scope", "key") else "right")
+    for row in table.itertuples():
+        view.add_row(
+            row.scope, row.key, str(row.n), f"{row.accuracy_a:.3f}", f"{row.accuracy_b:.3f}",
+            with_interval(row.accuracy_diff, row.accuracy_diff_lo, row.accuracy_diff_hi),
+            f"{row.macro_f1_a:.3f}", f"{row.macro_f1_b:.3f}", with_interval(row.macro_f1_diff, row.macro_f1_diff_lo, row.macro_f1_diff_hi),
+            str(row.right_only_a), str(row.right_only_b), f"{row.mcnemar_p:.3g}",
+        )
+    console.print(view)
+    console.print(f"{len(flipped)} question(s) flipped: {int(flipped['correct_b'].sum())} now right, {int(flipped['correct_a'].sum())} now wrong")
+    for row in flipped.head(20).itertuples():
+        change = "now right" if row.correct_b else "now wrong"
+        line = f"  question {row.question_id} ({row.category}): {change}: A {row.answer_a!r}, B {row.answer_b!r}, truth {row.correct_answer!r}"
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -111,6 +111,7 @@ def score_corpus(
     question_timeout_s: float | None = 600.0,
     answerer_settings: dict[str, Any] | None = None,
     placement_timeout_s: float = 600.0,
+    bootstrap: int = 1000,
 ) -> list[dict]:
     """Score ``corpus`` with ``answerer``; answers, metrics and run records land under ``out``. Returns the
     leaderboard rows of this flow's runs. Re-running with the same run_id (and the same manifest) answers only the
@@ -157,7 +158,7 @@ def score_corpus(
             )
             answer_shards_task(config, spec, this_run, pending, index.questions, len(index.questions), pool, ready.n_actors)
             check_complete_task(planned, out, this_run)  # metrics are never computed over a partial set
-            compute_metrics_task(out, this_run)
+            compute_metrics_task(out, this_run, bootstrap)
             record_run_task(
                 out, this_run, answerer=answerer, corpus=corpus, corpus_checksum=index.checksum, config=config,
                 started_at=started, ended_at=datetime.now(timezone.utc), manifest=run_manifest,

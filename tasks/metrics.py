@@ -335,27 +335,26 @@ def _sentinel(labels: Iterable[str]) -> str:
     return name
 
 
-def category_f1(rows: pd.DataFrame, *, rng: random.Random, reference_compatible: bool = False) -> dict[str, Any]:
-    """Binned macro F1 of one category's rows, in order (columns category, options, correct_answer, parsed_answer).
-
-    Returns n (rows whose truth has a class), macro_f1, precision, recall, invalid (predictions missing or outside
-    the labels) and labels. ``rng`` is consumed once per invalid prediction that has a wrong class to pick.
-    """
+def binned_pairs(
+    rows: pd.DataFrame, *, rng: random.Random, reference_compatible: bool = False
+) -> tuple[list[int], list[str], list[str], list[str], int]:
+    """The F1 procedure's classes for one category's rows, in order: (positions of the rows whose truth has a
+    class, their truth classes, their predicted classes after the invalid-prediction rule, the labels, the
+    number of invalid predictions). ``rng`` is consumed once per invalid prediction that has a wrong class."""
+    positions: list[int] = []
     truths: list[str] = []
     preds: list[str | None] = []
-    for category, options, truth, pred in zip(
+    for position, (category, options, truth, pred) in enumerate(zip(
         rows["category"], rows["options"], rows["correct_answer"], rows["parsed_answer"], strict=True
-    ):
+    )):
         opts = _as_options(options)
         cat = str(category)
         binned_truth = bin_answer(cat, truth, opts, reference_compatible=reference_compatible)
         if binned_truth is None:
             continue
+        positions.append(position)
         truths.append(binned_truth)
         preds.append(bin_answer(cat, pred, opts, reference_compatible=reference_compatible))
-    if not truths:
-        nan = float("nan")
-        return {"n": 0, "macro_f1": nan, "precision": nan, "recall": nan, "invalid": 0, "labels": []}
     labels = sorted(set(truths))
     label_set = set(labels)
     sentinel = _sentinel(labels)
@@ -371,6 +370,19 @@ def category_f1(rows: pd.DataFrame, *, rng: random.Random, reference_compatible:
             y_pred.append(rng.choice(wrong))
         else:
             y_pred.append(labels[0] if reference_compatible else sentinel)
+    return positions, truths, y_pred, labels, invalid
+
+
+def category_f1(rows: pd.DataFrame, *, rng: random.Random, reference_compatible: bool = False) -> dict[str, Any]:
+    """Binned macro F1 of one category's rows, in order (columns category, options, correct_answer, parsed_answer).
+
+    Returns n (rows whose truth has a class), macro_f1, precision, recall, invalid (predictions missing or outside
+    the labels) and labels. ``rng`` is consumed once per invalid prediction that has a wrong class to pick.
+    """
+    _, truths, y_pred, labels, invalid = binned_pairs(rows, rng=rng, reference_compatible=reference_compatible)
+    if not truths:
+        nan = float("nan")
+        return {"n": 0, "macro_f1": nan, "precision": nan, "recall": nan, "invalid": 0, "labels": []}
     precision, recall, f1, _ = precision_recall_fscore_support(
         truths, y_pred, labels=labels, average="macro", zero_division=0
     )

@@ -9,7 +9,9 @@ import pandas as pd
 
 from tasks.store import open_views
 
-LEADERBOARD_COLUMNS: tuple[str, ...] = ("answerer", "run_id", "n", "accuracy", "macro_f1", "invalid", "n_error")
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "answerer", "run_id", "n", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo", "macro_f1_hi", "invalid", "n_error",
+)
 
 
 def read_leaderboard(out: str, run_ids: Sequence[str] | None = None, db_path: str | None = None) -> pd.DataFrame:
@@ -26,13 +28,25 @@ def read_leaderboard(out: str, run_ids: Sequence[str] | None = None, db_path: st
         con.close()
 
 
+def with_interval(value: Any, low: Any, high: Any) -> str:
+    """ "0.812 [0.781, 0.840]" (the 95% interval when there is one), "-" for a missing value."""
+    if value is None or pd.isna(value):
+        return "-"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def leaderboard_markdown(board: pd.DataFrame) -> str:
-    header = "| answerer | run | n | accuracy | macro F1 | invalid | errors |\n|---|---|---:|---:|---:|---:|---:|\n"
+    """The leaderboard with 95% cluster-bootstrap intervals, as the Prefect artifact shows it."""
+    header = "| answerer | run | n | accuracy [95% CI] | macro F1 [95% CI] | invalid | errors |\n|---|---|---:|---:|---:|---:|---:|\n"
     lines = [
-        f"| {row.answerer} | {row.run_id} | {row.n} | {row.accuracy:.3f} | {_fmt(row.macro_f1)} | {row.invalid} | {row.n_error} |"
+        f"| {row.answerer} | {row.run_id} | {row.n} | {with_interval(row.accuracy, row.accuracy_lo, row.accuracy_hi)} | "
+        f"{with_interval(row.macro_f1, row.macro_f1_lo, row.macro_f1_hi)} | {row.invalid} | {row.n_error} |"
         for row in board.itertuples()
     ]
-    return "# arfscore leaderboard\n\n" + header + "\n".join(lines) + "\n"
+    note = "\nIntervals: 95% cluster bootstrap over query groups (questions about one incident move together).\n"
+    return "# arfscore leaderboard\n\n" + header + "\n".join(lines) + "\n" + note
 
 
 def _fmt(value: Any) -> str:
@@ -75,3 +89,29 @@ def coverage_lines(coverage: pd.DataFrame) -> list[str]:
 
 def _pct(value: Any) -> str:
     return "-" if value is None or pd.isna(value) else f"{100 * value:.0f}%"
+
+
+def compare_report(out: str, run_a: str, run_b: str, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """`arfscore compare`: the paired comparison table (tasks/intervals.compare_runs) and the questions that
+    flipped between the runs (the `run_diff` view). ValueError when a run has no answers."""
+    from tasks.intervals import compare_runs
+    from tasks.store import read_answers
+
+    answers = {run: read_answers(out, run) for run in (run_a, run_b)}
+    for run, frame in answers.items():
+        if frame.empty:
+            raise ValueError(f"no answers for run {run!r} under {out}")
+    table = compare_runs(answers[run_a], answers[run_b], resamples, seed)
+    first, second = sorted((run_a, run_b))
+    con = open_views(out)
+    try:
+        flipped = con.execute(
+            "select question_id, category, tier, correct_answer, answer_a, answer_b, correct_a, correct_b from run_diff "
+            "where run_a = ? and run_b = ? order by question_id",
+            [first, second],
+        ).df()
+    finally:
+        con.close()
+    if first != run_a:  # the view orders the pair by name; report it as asked
+        flipped = flipped.rename(columns={"answer_a": "answer_b", "answer_b": "answer_a", "correct_a": "correct_b", "correct_b": "correct_a"})
+    return {"run_a": run_a, "run_b": run_b, "resamples": resamples, "table": table, "flipped": flipped}

@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from tasks import __version__
+from tasks.intervals import DEFAULT_BOOTSTRAP, INTERVAL_COLUMNS, bootstrap_intervals
 from tasks.metrics import compute_metrics
 from tasks.store import read_answers, write_metrics, write_run_record
 
@@ -19,12 +20,18 @@ __all__ = ["compute_run_metrics", "package_versions", "record_run"]
 _VERSIONED = ("prefect", "ray", "pyarrow", "duckdb", "torch", "transformers", "numpy", "scikit-learn")
 
 
-def compute_run_metrics(out: str, run_id: str) -> str:
-    """Compute the ARFBench metrics of one run from its answer shards and write them; returns the path."""
+def compute_run_metrics(out: str, run_id: str, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> str:
+    """Compute the ARFBench metrics of one run from its answer shards, with 95% cluster-bootstrap intervals of
+    ``bootstrap`` resamples (0: none), and write them; returns the path."""
     answers = read_answers(out, run_id)
     if answers.empty:
         raise ValueError(f"run {run_id}: no answers under {out}")
-    return write_metrics(compute_metrics(answers), out, run_id)
+    metrics = compute_metrics(answers)
+    if bootstrap > 0:
+        metrics = metrics.merge(bootstrap_intervals(answers, bootstrap, seed), on=["run_id", "answerer", "scope", "key"], how="left")
+    else:
+        metrics = metrics.assign(**{column: float("nan") for column in INTERVAL_COLUMNS})
+    return write_metrics(metrics.assign(bootstrap=int(bootstrap)), out, run_id)
 
 
 def package_versions() -> dict[str, str]:

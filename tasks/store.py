@@ -119,8 +119,16 @@ METRICS_SCHEMA = pa.schema(
         pa.field("macro_f1", pa.float64()),
         pa.field("invalid", pa.int64()),
         pa.field("f1_invalid", pa.int64()),
+        # 95% cluster-bootstrap intervals (tasks/intervals.py) and the number of resamples (0: none computed)
+        pa.field("accuracy_lo", pa.float64()),
+        pa.field("accuracy_hi", pa.float64()),
+        pa.field("macro_f1_lo", pa.float64()),
+        pa.field("macro_f1_hi", pa.float64()),
+        pa.field("bootstrap", pa.int64()),
     ]
 )
+
+_OPTIONAL_METRIC_COLUMNS = ("accuracy_lo", "accuracy_hi", "macro_f1_lo", "macro_f1_hi", "bootstrap")
 
 RUN_SCHEMA = pa.schema(
     [
@@ -323,11 +331,15 @@ def write_metrics(
     run_id: str,
     filesystem: fsspec.AbstractFileSystem | None = None,
 ) -> str:
-    """Write the metrics of one run (METRICS_SCHEMA columns; run_id filled in when absent) atomically."""
+    """Write the metrics of one run (METRICS_SCHEMA columns; run_id filled in when absent; without intervals the
+    interval columns are null and bootstrap 0) atomically."""
     path = metrics_path(out, run_id)
     df = metrics_df.copy()
     if "run_id" not in df.columns:
         df["run_id"] = run_id
+    for column in _OPTIONAL_METRIC_COLUMNS:
+        if column not in df.columns:
+            df[column] = 0 if column == "bootstrap" else float("nan")
     missing = [c for c in METRICS_SCHEMA.names if c not in df.columns]
     if missing:
         raise ValueError(f"metrics of run {run_id}: missing column(s) {missing}")

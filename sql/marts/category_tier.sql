@@ -1,6 +1,7 @@
 -- grain: one row per (answerer, run_id, category, tier): accuracy of one answerer on one category and tier.
 -- macro_f1 is the category's macro F1 from Python (stg_metrics, scope 'category'); ARFBench defines F1 per
--- category, so it is the same on every tier row of that category.
+-- category, so it is the same on every tier row of that category. The intervals (95% cluster bootstrap) are the
+-- category's; ARFBench puts every category in one tier, so a row is a whole category.
 with
 
 answers as (
@@ -15,7 +16,11 @@ category_metrics as (
         run_id,
         answerer,
         key as category,
-        macro_f1
+        macro_f1,
+        accuracy_lo,
+        accuracy_hi,
+        macro_f1_lo,
+        macro_f1_hi
 
     from stg_metrics
     where scope = 'category'
@@ -48,8 +53,12 @@ final as (
         cell_counts.n,
         cell_counts.n_correct,
         cast(cell_counts.n_correct as double) / cell_counts.n as accuracy,
+        category_metrics.accuracy_lo,
+        category_metrics.accuracy_hi,
         cell_counts.invalid,
-        category_metrics.macro_f1
+        category_metrics.macro_f1,
+        category_metrics.macro_f1_lo,
+        category_metrics.macro_f1_hi
 
     from cell_counts
     left join category_metrics

@@ -1,6 +1,7 @@
 -- grain: one row per (answerer, run_id): how well one answerer did in one run.
 -- accuracy = correct rows / all rows, computed here from the answers (error and invalid rows count as wrong);
--- it equals the Python metric (stg_metrics, scope 'overall'). macro_f1 comes from Python (binning needs it).
+-- it equals the Python metric (stg_metrics, scope 'overall'). macro_f1 comes from Python (binning needs it), as do
+-- the 95% cluster-bootstrap intervals (accuracy_lo/hi, macro_f1_lo/hi; tasks/intervals.py).
 with
 
 answers as (
@@ -15,7 +16,11 @@ overall_metrics as (
         run_id,
         answerer,
         macro_f1,
-        f1_invalid
+        f1_invalid,
+        accuracy_lo,
+        accuracy_hi,
+        macro_f1_lo,
+        macro_f1_hi
 
     from stg_metrics
     where scope = 'overall'
@@ -46,7 +51,11 @@ final as (
         answer_counts.n,
         answer_counts.n_correct,
         cast(answer_counts.n_correct as double) / answer_counts.n as accuracy,
+        overall_metrics.accuracy_lo,
+        overall_metrics.accuracy_hi,
         overall_metrics.macro_f1,
+        overall_metrics.macro_f1_lo,
+        overall_metrics.macro_f1_hi,
         answer_counts.invalid,
         overall_metrics.f1_invalid,
         answer_counts.n_error,

@@ -26,7 +26,12 @@ final as (
         cast(accuracy as double) as accuracy,
         cast(macro_f1 as double) as macro_f1,
         cast(invalid as bigint) as invalid,
-        cast(f1_invalid as bigint) as f1_invalid
+        cast(f1_invalid as bigint) as f1_invalid,
+        cast(accuracy_lo as double) as accuracy_lo,
+        cast(accuracy_hi as double) as accuracy_hi,
+        cast(macro_f1_lo as double) as macro_f1_lo,
+        cast(macro_f1_hi as double) as macro_f1_hi,
+        cast(bootstrap as bigint) as bootstrap
 
     from source
 
