@@ -193,8 +193,12 @@ def report(
     out: str = typer.Option("results", "--out"),
     run_id: list[str] = typer.Option(None, "--run-id", help="only these runs (repeatable)"),
     by_category: bool = typer.Option(False, "--by-category", help="also print accuracy per category and tier"),
+    html_file: Path = typer.Option(None, "--html", help="also write one self-contained HTML report to this file"),
+    max_drilldown: int = typer.Option(20, "--max-drilldown", min=0, help="wrong answers drawn per run in the HTML report"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="paired cluster-bootstrap resamples for the HTML comparisons"),
 ) -> None:
-    """Print the leaderboard, what share of answers saw the full input, and optionally the category x tier table."""
+    """Print the leaderboard, what share of answers saw the full input, and optionally the category x tier table;
+    --html FILE writes the analysts' page (leaderboard with intervals, comparisons, plots, drilldowns)."""
     from tasks.report import coverage_lines, read_coverage, read_leaderboard
     from tasks.store import open_views
 
@@ -202,6 +206,11 @@ def report(
     if board.empty:
         console.print(f"no runs under {out}")
         raise typer.Exit(1)
+    if html_file is not None:
+        from tasks.html_report import write_html_report
+
+        written = write_html_report(out, str(html_file), run_id or None, max_drilldown, bootstrap)
+        console.print(f"wrote {written['path']}: {written['bytes'] / 1e6:.1f} MB, {written['images']} images, {written['seconds']:.1f} s")
     _print_leaderboard(board)
     for line in coverage_lines(read_coverage(out, run_id or None)):
         console.print(line, highlight=False, soft_wrap=True)

@@ -247,19 +247,19 @@ class FrequentAnswerer:
 
     def answer(self, question: Question, series: Sequence[SeriesGroup]) -> Answer:
         started = time.perf_counter()
-        seen = InputUse.nothing(series)
+        use = InputUse.nothing(series)
         if not question.options:
-            return _answer(None, "no options", started, seen)
+            return _answer(None, "no options", started, use)
         counts = self.by_category.get(question.category) or self.by_category.get(canonical_category(question.category) or "", Counter())
         if counts:
             mode_text = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
             if mode_text in question.options:
-                return _answer(mode_text, f"most frequent correct answer in {question.category} ({counts[mode_text]}x)", started, seen)
+                return _answer(mode_text, f"most frequent correct answer in {question.category} ({counts[mode_text]}x)", started, use)
             seen = [(counts[o], o) for o in question.options if counts.get(o, 0) > 0]
             if seen:
                 best = min(seen, key=lambda item: (-item[0], item[1]))[1]
-                return _answer(best, f"option most often correct in {question.category} ({counts[best]}x)", started, seen)
-        return _answer(question.options[0], f"no prior for {question.category}: first option", started, seen)
+                return _answer(best, f"option most often correct in {question.category} ({counts[best]}x)", started, use)
+        return _answer(question.options[0], f"no prior for {question.category}: first option", started, use)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -374,3 +374,14 @@ def test_stat_beats_frequent_on_a_small_synthetic_corpus(tmp_path):
         hits["frequent"] += frequent.answer(q, series).parsed_answer == q.correct_answer
     assert hits["stat"] - hits["frequent"] >= 0.10 * len(corpus.questions), hits
     assert hits["stat"] >= 0.6 * len(corpus.questions), hits
+
+
+def test_frequent_records_that_it_saw_nothing_on_every_path():
+    """Regression: every return path of the frequent answerer carries an InputUse (it never looks at the series)."""
+    from model.records import InputUse, SeriesGroup
+
+    group = SeriesGroup("g", np.zeros((2, 5), np.float32), ("a", "b"), 0, 60)
+    q = question("Anomaly Presence", PRESENCE)
+    for priors in ([("Anomaly Presence", PRESENCE[0], 3)], [("Anomaly Presence", "Not an option", 5), ("Anomaly Presence", PRESENCE[1], 1)], []):
+        answer = create_answerer(AnswererSpec("frequent", answer_priors=priors)).answer(q, [group])
+        assert answer.inputs == InputUse(0, 2, 0, 5, "none")
