@@ -118,7 +118,10 @@ def _confusions(answers: pd.DataFrame) -> list[tuple[str, bytes]]:
 def _drilldowns(con: Any, answers: pd.DataFrame, run: str, limit: int) -> tuple[list[str], list[str]]:
     """(links to the wrong answers, the drilldown sections) of one run."""
     wrong = answers[~answers["is_correct"].astype(bool)].sort_values("question_id")
-    links = [f'<a href="#{_anchor("drill", run, q)}">{q}</a>' for q in wrong["question_id"].head(limit)]
+    links = [
+        f'<a href="#{_anchor("drill", run, q)}">{q}</a>' if position < limit else str(q)
+        for position, q in enumerate(wrong["question_id"])
+    ]
     if wrong.empty or limit <= 0:
         return links, []
     corpus_location = con.execute("select corpus from stg_runs where run_id = ?", [run]).fetchone()
@@ -149,7 +152,10 @@ def _drilldowns(con: Any, answers: pd.DataFrame, run: str, limit: int) -> tuple[
 def write_html_report(
     out: str, path: str, run_ids: Sequence[str] | None = None, max_drilldown: int = 20, resamples: int = DEFAULT_BOOTSTRAP
 ) -> dict[str, Any]:
-    """Write the page to ``path``; returns {"path", "seconds", "bytes", "runs", "images"}. ValueError without runs."""
+    """Write the page to ``path``; returns {"path", "seconds", "bytes", "runs", "images"}. ValueError without runs.
+
+    ``max_drilldown`` wrong answers are drawn in all, shared round-robin between the runs (the first runs get the
+    remainder); every wrong answer is still listed."""
     started = time.perf_counter()
     board = read_leaderboard(out, run_ids)
     if board.empty:
@@ -169,15 +175,16 @@ def write_html_report(
         sections.append(_comparison_section(out, runs, resamples))
         sections.append('<h2 id="plots">Plots</h2>' + _img(plots.accuracy_by_category(per_category), "accuracy per category")
                         + _img(plots.category_tier_heatmap(cells), "category x tier heatmap"))
-        for run in runs:
+        quotas = [max_drilldown // len(runs) + (1 if index < max_drilldown % len(runs) else 0) for index in range(len(runs))]
+        for run, quota in zip(runs, quotas):
             answers = read_answers(out, run)
-            links, drills = _drilldowns(con, answers, run, max_drilldown)
+            links, drills = _drilldowns(con, answers, run, quota)
             confusion = "".join(_img(png, f"confusion {category}") for category, png in _confusions(answers))
             n_wrong = int((~answers["is_correct"].astype(bool)).sum())
             sections.append(
                 f'<h2 id="{_anchor("run", run)}">Run {html.escape(run)}</h2>'
                 f"<h3>Confusion matrices (ARFBench answer bins)</h3>{confusion}"
-                f"<h3>Wrong answers ({n_wrong}; drilldowns of the first {min(max_drilldown, len(links))})</h3>"
+                f"<h3>Wrong answers ({n_wrong}; drilldowns of the first {len(drills)})</h3>"
                 f"<p>{' '.join(links) or 'none'}</p>{''.join(drills)}"
             )
     finally:
