@@ -131,7 +131,7 @@ def _answerer_settings(config_file: Path | None, options: list[str] | None, mode
 @app.command()
 def score(
     corpus: str = typer.Argument(..., help="corpus directory or s3://bucket/prefix"),
-    answerer: str = typer.Option("stat", "--answerer", help="random | frequent | stat | hybrid | package.module:factory"),
+    answerer: str = typer.Option("stat", "--answerer", help="random | frequent | stat | hybrid | vlm | openai | package.module:factory"),
     run_id: str = typer.Option(..., "--run-id", help="[A-Za-z0-9._-]; rerunning the same id resumes it"),
     out: str = typer.Option("results", "--out", help="results directory or s3://bucket/prefix"),
     ray_address: str = typer.Option(None, "--ray-address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
@@ -146,6 +146,8 @@ def score(
     question_timeout: float = typer.Option(600.0, "--question-timeout", min=0.0, help="seconds per question; 0 = none"),
     placement_timeout: float = typer.Option(600.0, "--placement-timeout", min=1.0, help="seconds to wait for actors to be placed"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="cluster-bootstrap resamples for the 95% intervals (0: none)"),
+    cache: str = typer.Option(None, "--cache", help="response cache of API answerers (default: OUT/cache; local or s3://)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="no response cache: every question is a new request"),
 ) -> None:
     """Score a corpus through the Prefect flow and a Ray actor pool; print the leaderboard."""
     import pandas as pd
@@ -177,7 +179,7 @@ def score(
             corpus=corpus, answerer=answerer, run_id=run_id, out=out, ray_address=ray_address, actors=actors,
             num_gpus_per_actor=num_gpus_per_actor, shard_size=shard_size, repeats=repeats, seed=seed,
             question_timeout_s=question_timeout or None, answerer_settings=settings, placement_timeout_s=placement_timeout,
-            bootstrap=bootstrap,
+            bootstrap=bootstrap, cache="none" if no_cache else cache,
         )
     except (ArfscoreError, FileNotFoundError, PermissionError) as error:  # bad corpus or --out, storage down, manifest
         # differs, cluster too small, incomplete run: one clear message
@@ -298,6 +300,23 @@ def runtime_env_command(
 
     variables = dict(item.split("=", 1) for item in env or [] if "=" in item)
     print(json.dumps(runtime_env(pip=pip, env_vars=variables)))
+
+
+@app.command("render-plots")
+def render_plots_command(
+    corpus: str = typer.Argument(..., help="corpus directory or s3://bucket/prefix"),
+    out: str = typer.Option(None, "--out", help="where the PNGs go (default: the corpus' arfbench-images/)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="render again where a plot exists"),
+) -> None:
+    """Write one ARFBench-style plot per query group (arfbench-images/{query_group}.png) for vision answerers."""
+    from tasks.corpus import load_corpus
+    from tasks.images import render_plots
+
+    n_groups = len(load_corpus(corpus).group_files)
+    with _progress() as progress:
+        task = progress.add_task("render plots", total=n_groups, rate="")
+        counts = render_plots(corpus, out, overwrite=overwrite, on_group=lambda _: progress.advance(task))
+    console.print(f"{counts['written']} plot(s) written, {counts['kept']} kept, {counts['failed']} group(s) unreadable")
 
 
 @app.command("make-tiny-model")

@@ -112,10 +112,12 @@ def score_corpus(
     answerer_settings: dict[str, Any] | None = None,
     placement_timeout_s: float = 600.0,
     bootstrap: int = 1000,
+    cache: str | None = None,
 ) -> list[dict]:
     """Score ``corpus`` with ``answerer``; answers, metrics and run records land under ``out``. Returns the
     leaderboard rows of this flow's runs. Re-running with the same run_id (and the same manifest) answers only the
-    shards not yet written; a run ends complete (every planned question exactly once) or fails."""
+    shards not yet written; a run ends complete (every planned question exactly once) or fails. ``cache``: the
+    response cache of API answerers (default ``{out}/cache``; "none" turns it off)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     logger = get_run_logger()
@@ -124,7 +126,10 @@ def score_corpus(
         actors=actors, num_gpus_per_actor=num_gpus_per_actor, question_timeout_s=question_timeout_s,
         placement_timeout_s=placement_timeout_s,
     )
-    params = answering.answerer_params(answerer, {**(answerer_settings or {}), **({"model": model} if model else {})}, pool.num_cpus_per_actor)
+    params = answering.answerer_params(
+        answerer, {**(answerer_settings or {}), **({"model": model} if model else {})}, pool.num_cpus_per_actor,
+        cache_dir=cache or f"{out.rstrip('/')}/cache",
+    )
     config = ScoreConfig(
         corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed,
         question_timeout_s, placement_timeout_s, params,

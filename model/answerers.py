@@ -189,9 +189,12 @@ def answerer_settings(spec: AnswererSpec) -> Any:
 
 
 def resolved_settings(spec: AnswererSpec) -> dict[str, Any]:
-    """Every setting the answerer will use, defaults included (the run manifest records these)."""
+    """Every setting that defines the answers, defaults included (the run manifest records these): all of them but
+    those the settings class lists in NOT_DEFINING (how requests are made, threads, caches), never ``threads``."""
     settings = _lookup(spec.name).settings
-    return settings_dict(answerer_settings(spec)) if settings is not None else dict(spec.params)
+    values = settings_dict(answerer_settings(spec)) if settings is not None else dict(spec.params)
+    skip = {"threads", *getattr(settings, "NOT_DEFINING", ())}
+    return {key: value for key, value in values.items() if key not in skip}
 
 
 def answer_priors(questions: Iterable[Question]) -> tuple[tuple[str, str, int], ...]:

@@ -6,18 +6,24 @@ the exact text of one option; model/parsing.py reads the reply back (it also acc
 
 from __future__ import annotations
 
+import math
 import random
+import warnings
 from collections.abc import Sequence
 
-from model.records import Question
+import numpy as np
+
+from model.records import Question, SeriesGroup
 
 __all__ = [
+    "ARFBENCH_SYSTEM_PROMPT",
     "DEFAULT_MAX_NEW_TOKENS",
     "NO_SHUFFLE",
     "REASONING_WORDS",
     "build_prompt",
     "option_label",
     "option_seed",
+    "series_as_text",
     "shuffle_options",
 ]
 
@@ -96,3 +102,45 @@ def shuffle_options(options: Sequence[str], seed: int) -> tuple[list[str], int]:
     if seed >= 0:
         random.Random(seed).shuffle(shuffled)
     return shuffled, seed
+
+
+# The system message API and VLM answerers send (the reference's drivers frame the task the same way).
+ARFBENCH_SYSTEM_PROMPT = (
+    "You are an expert in analysing observability metrics (time series) during incidents. You are given one or two "
+    "groups of time series, as plots and/or as text, and a multiple-choice question about an anomaly in them. "
+    "Answer with exactly one of the given options."
+)
+TEXT_MAX_POINTS = 240  # points per variate in a text rendering (bucket means)
+TEXT_MAX_VARIATES = 20  # variates per group in a text rendering (the most anomalous when there are more)
+
+
+def series_as_text(groups: Sequence[SeriesGroup], max_points: int = TEXT_MAX_POINTS, max_variates: int = TEXT_MAX_VARIATES) -> tuple[str, str, int]:
+    """The series as text for text-only models, and the downsampling rule applied (recorded with each answer).
+
+    Each group: its time range and interval, then one line per variate with ``max_points`` values at most, each the
+    mean of consecutive equal buckets of steps (NaN where a bucket has no value); with more than ``max_variates``
+    variates, those with the largest deviation from their median. Returns (text, rule, variates shown).
+    """
+    blocks, shown = [], 0
+    rules = []
+    for index, group in enumerate(groups):
+        rows = [int(r) for r in group.deviation_order()[:max_variates]] if group.n_variates > max_variates else list(range(group.n_variates))
+        rows.sort()
+        bucket = max(1, math.ceil(group.n_steps / max_points))
+        n_buckets = math.ceil(group.n_steps / bucket)
+        padded = np.full((len(rows), n_buckets * bucket), np.nan, dtype=np.float64)
+        padded[:, : group.n_steps] = group.values[rows]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN bucket is NaN
+            means = np.nanmean(padded.reshape(len(rows), n_buckets, bucket), axis=2)
+        start = np.datetime64(group.start_ns, "ns").astype("datetime64[s]")
+        header = (
+            f"Series group {index + 1} (query group {group.group_id}): {group.n_steps} steps, one every {group.interval_s} s, "
+            f"from {str(start).replace('T', ' ')}; {len(rows)} of {group.n_variates} variates shown, each as {n_buckets} "
+            f"means of {bucket}-step buckets ({bucket * group.interval_s} s each)"
+        )
+        lines = [f"{group.variate_names[r]}: " + ", ".join("nan" if not np.isfinite(v) else f"{v:.4g}" for v in means[i]) for i, r in enumerate(rows)]
+        blocks.append("\n".join([header, *lines]))
+        rules.append(f"g{index}: {len(rows)}/{group.n_variates} variates (largest deviation), {bucket}-step bucket means")
+        shown += len(rows)
+    return "\n\n".join(blocks), "; ".join(rules), shown

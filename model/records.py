@@ -6,6 +6,7 @@ No I/O here: tasks/ builds these from files, model/ answers them.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -79,6 +80,7 @@ class SeriesGroup:
     variate_names: tuple[str, ...]  # sorted
     start_ns: int  # epoch nanoseconds of step 0
     interval_s: int
+    image_png: bytes | None = None  # the group's plot (arfbench-images/), given to answerers that read plots
 
     @property
     def n_variates(self) -> int:
@@ -91,13 +93,24 @@ class SeriesGroup:
     def timestamp_ns(self, step: int) -> int:
         return self.start_ns + int(step) * self.interval_s * 1_000_000_000
 
+    def deviation_order(self) -> np.ndarray:
+        """Variate rows, most anomalous first: largest deviation from their own median in units of their MAD (the
+        rule plots and text renderings use when they show only some variates)."""
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows rank last
+            median = np.nanmedian(self.values, axis=1, keepdims=True)
+            mad = np.nanmedian(np.abs(self.values - median), axis=1) + 1e-12
+            score = np.nanmax(np.abs(self.values - median), axis=1) / mad
+        return np.argsort(-np.nan_to_num(score, nan=-1.0), kind="stable")
+
 
 @dataclass(frozen=True)
 class InputUse:
     """What an answerer saw of one question's series (all groups of a pair summed), recorded in typed columns.
 
     ``context_policy``: "full" (every step as given), "windows" / "recent" (the hybrid's long-context policies),
-    "reference" (the published evaluation's reduced inputs), "none" (the answerer did not look at the series).
+    "reference" (the published evaluation's reduced inputs), "plot" / "text" / "both" (what an API or VLM answerer
+    was sent), "none" (the answerer did not look at the series).
     """
 
     variates_used: int
@@ -138,6 +151,9 @@ class Answer:
     tokens_out: int | None = None
     notes: dict[str, str] = field(default_factory=dict)
     inputs: InputUse | None = None  # None: the answerer did not say
+    served_model: str | None = None  # the model name an API server says it used
+    cost_usd: float | None = None  # what the call cost (API answerers; None for a cached reply or a local model)
+    cache_hit: bool | None = None  # answered from the response cache (API answerers)
 
     @property
     def is_valid(self) -> bool:

@@ -32,11 +32,13 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+import tasks.api_answerer  # noqa: F401  (registers the "openai" answerer in drivers and actors)
 from model.answerers import AnswererSpec, create_answerer, settings_fields, validate_answerer_params
 from model.errors import ArfscoreError
 from model.records import InputUse, Question, SeriesGroup
 from tasks.cluster import ClusterError, actor_runtime_env
 from tasks.corpus import Corpus, Problem, load_corpus
+from tasks.images import group_plot
 from tasks.series import SeriesError
 from tasks.shards import Shard
 from tasks.storage import StorageError, absolute_location
@@ -48,14 +50,21 @@ __all__ = ["PATH_SETTINGS", "PoolConfig", "ShardResult", "ShardWorker", "answer_
 PATH_SETTINGS: tuple[str, ...] = ("model", "toto", "image_dir")
 
 
-def answerer_params(answerer: str, settings: Mapping[str, Any] | None, cpus_per_actor: float = 1.0) -> tuple[tuple[str, str], ...]:
+def answerer_params(
+    answerer: str, settings: Mapping[str, Any] | None, cpus_per_actor: float = 1.0, cache_dir: str | None = None
+) -> tuple[tuple[str, str], ...]:
     """The answerer's settings as actors get them: local paths absolute, ``threads`` = the actor's CPUs unless set,
-    validated against the answerer's settings class (SettingsError naming a bad key or value)."""
+    ``cache_dir`` = the given response cache for answerers that have one (unless set), validated against the
+    answerer's settings class (SettingsError naming a bad key or value)."""
     merged = dict(settings or {})
+    fields = settings_fields(answerer)
+    if cache_dir is not None and fields is not None and "cache_dir" in fields and "cache_dir" not in merged:
+        merged["cache_dir"] = cache_dir
+    if isinstance(merged.get("cache_dir"), str) and merged["cache_dir"].lower() != "none":
+        merged["cache_dir"] = absolute_location(merged["cache_dir"])
     for key in PATH_SETTINGS:
         if isinstance(merged.get(key), str) and merged[key]:
             merged[key] = absolute_location(merged[key])
-    fields = settings_fields(answerer)
     if "threads" not in merged and (fields is None or "threads" in fields):
         merged["threads"] = max(1, int(cpus_per_actor))  # one thread per actor CPU: no oversubscription
     return validate_answerer_params(answerer, merged)
@@ -211,7 +220,10 @@ class ShardWorker:
         if group_id not in self._cache:
             if len(self._cache) >= 2:  # pairs need two; more would hold several 365 MB arrays at full size
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[group_id] = self.corpus.open_group(group_id)
+            group = self.corpus.open_group(group_id)
+            if getattr(self.answerer, "reads_plots", False):  # the corpus' plot, or one rendered here in memory
+                group = dataclasses.replace(group, image_png=group_plot(self.corpus, group))
+            self._cache[group_id] = group
         return self._cache[group_id]
 
     def _error(self, question: Question, message: str, attempts: int, kind: str = "input") -> dict[str, Any]:
@@ -248,6 +260,9 @@ class ShardWorker:
             "parse_status": answer.parse_status,
             "prompt_tokens": answer.tokens_in,
             "completion_tokens": answer.tokens_out,
+            "served_model": answer.served_model,
+            "cost_usd": answer.cost_usd,
+            "cache_hit": answer.cache_hit,
             "node_id": self.node_id,
             "gpu_ids": self.gpu_ids,
             "attempts": attempts,
@@ -296,7 +311,12 @@ class ShardWorker:
                 return [rows.get(question_id) or self.answer_one(question_id, attempts) for question_id in question_ids]
             share = (time.perf_counter() - started) / len(ready)
             for (question, series), answer in zip(ready, answers):
-                rows[question.question_id] = self._answered_row(question, series, answer, attempts, share)
+                if isinstance(answer, StorageError):
+                    raise answer
+                if isinstance(answer, Exception):  # that question failed for good (answerers that report per question)
+                    rows[question.question_id] = self._failed_row(question, answer, attempts)
+                else:
+                    rows[question.question_id] = self._answered_row(question, series, answer, attempts, share)
         return [rows[question_id] for question_id in question_ids]
 
     def answer_rows(self, question_ids: Sequence[int], attempts: int = 1) -> list[dict[str, Any]]:

@@ -27,7 +27,9 @@ from model.records import SeriesGroup  # noqa: E402
 
 __all__ = [
     "MAX_POINTS_PER_VARIATE",
+    "PLOT_MAX_VARIATES",
     "accuracy_by_category",
+    "arfbench_plot",
     "category_tier_heatmap",
     "confusion_matrix",
     "drilldown",
@@ -125,16 +127,14 @@ def pick_variates(group: SeriesGroup, named: Sequence[str], limit: int = MAX_DRA
     if group.n_variates <= limit:
         return list(range(group.n_variates)), f"all {group.n_variates} variates"
     chosen = [i for i, name in enumerate(group.variate_names) if any(name in text for text in named)][:limit]
-    with np.errstate(invalid="ignore"):
-        median = np.nanmedian(group.values, axis=1, keepdims=True)
-        mad = np.nanmedian(np.abs(group.values - median), axis=1) + 1e-12
-        score = np.nanmax(np.abs(group.values - median), axis=1) / mad
-    for row in np.argsort(-np.nan_to_num(score, nan=-1.0), kind="stable"):
+    for row in group.deviation_order():
         if len(chosen) >= limit:
             break
         if int(row) not in chosen:
             chosen.append(int(row))
     named_count = sum(1 for i in chosen if any(group.variate_names[i] in text for text in named))
+    if not named_count:
+        return chosen, f"{len(chosen)} of {group.n_variates} variates with the largest deviation from their median"
     return chosen, f"{len(chosen)} of {group.n_variates} variates: {named_count} named in the question, the rest most anomalous"
 
 
@@ -190,3 +190,35 @@ def drilldown(groups: Sequence[SeriesGroup], question_text: str, options: Sequen
         marks.append((predicted, "tab:red", f"predicted: {predicted[:40]}"))
     title = f"correct: {correct[:80]} | predicted: {predicted[:80] if predicted else '(none)'}"
     return plot_series(groups, named=[*options, question_text], highlight=highlight, marks=marks, title=title)
+
+
+# ARFBench-like plots for vision answerers: one panel, timestamps on the x axis, a legend of variate names.
+PLOT_WIDTH_PX, PLOT_HEIGHT_PX = 1500, 750  # never more than 1,500 px on a side
+PLOT_MAX_VARIATES = 20  # drawn lines; beyond, the rule below picks them and the title says so
+
+
+def arfbench_plot(group: SeriesGroup) -> bytes:
+    """One query group as ARFBench's images show it: one panel, every variate a line (min/max envelope beyond 2,000
+    points), timestamps on the x axis, a legend of variate names. With more than PLOT_MAX_VARIATES variates, the
+    ones with the largest robust deviation from their own median are drawn, and the title says how many of how
+    many. 1,500 x 750 px; the same group always gives the same bytes."""
+    rows, rule = pick_variates(group, (), limit=PLOT_MAX_VARIATES)
+    figure = plt.figure(figsize=(PLOT_WIDTH_PX / 100, PLOT_HEIGHT_PX / 100), dpi=100)
+    axes = figure.add_axes((0.06, 0.1, 0.68, 0.8))
+    for row in rows:
+        steps, low, high = envelope(group.values[row])
+        name = group.variate_names[row]
+        label = name if len(name) <= 70 else name[:67] + "..."
+        # min and max of each bucket in turn: one line that looks like the full-resolution series
+        axes.plot(_when(group, np.repeat(steps, 2)), np.column_stack([low, high]).ravel(), lw=0.9, label=label)
+    axes.set_title(f"query group {group.group_id}: {rule}, one point every {group.interval_s} s", fontsize=10)
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d %H:%M"))
+    for tick in axes.get_xticklabels():
+        tick.set_rotation(25)
+        tick.set_horizontalalignment("right")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata=_METADATA)  # fixed size: no bbox_inches="tight"
+    plt.close(figure)
+    return buffer.getvalue()

@@ -97,6 +97,9 @@ ANSWER_SCHEMA = pa.schema(
         pa.field("parse_status", pa.string()),  # json | answer_line | before_period | raw | direct | unmatched | truncated
         pa.field("prompt_tokens", pa.int64()),  # None for answerers without tokens
         pa.field("completion_tokens", pa.int64()),
+        pa.field("served_model", pa.string()),  # the model an API server says it used
+        pa.field("cost_usd", pa.float64()),  # API cost of this answer (0 or null where nothing was paid)
+        pa.field("cache_hit", pa.bool_()),  # answered from the response cache
         pa.field("node_id", pa.string()),  # Ray node that answered, None outside Ray
         pa.field("gpu_ids", pa.list_(pa.string())),  # GPU ids Ray assigned to the answering actor ([] on CPU)
         pa.field("attempts", pa.int32()),

@@ -1,0 +1,68 @@
+"""Plots of query groups for vision answerers: `arfbench-images/{query_group}.png`, read where the corpus has them,
+rendered (tasks/plots.arfbench_plot) where it has not.
+
+`arfscore render-plots CORPUS [--out DIR]` writes them ahead of time (into the corpus, or elsewhere). During a run,
+an actor whose answerer reads plots takes the corpus' file when there is one and otherwise renders the plot in
+memory; it never writes into the corpus (no node writes results or corpus files during a run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from model.records import SeriesGroup
+from tasks.corpus import Corpus, load_corpus
+from tasks.plots import arfbench_plot
+from tasks.storage import filesystem_for, is_remote, result_filesystem, with_io_retries, write_atomic
+
+__all__ = ["IMAGES_DIR", "group_plot", "render_plots"]
+
+IMAGES_DIR = "arfbench-images"
+
+
+def group_plot(corpus: Corpus, group: SeriesGroup) -> bytes:
+    """The corpus' plot of ``group`` when it has one, else one rendered now (same rule as render-plots)."""
+    fs, root = filesystem_for(corpus.location)
+    path = f"{root}/{IMAGES_DIR}/{group.group_id}.png"
+
+    def read() -> bytes | None:
+        try:
+            with fs.open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    found = with_io_retries(read, f"{corpus.location.rstrip('/')}/{IMAGES_DIR}/{group.group_id}.png")
+    return found if found is not None else arfbench_plot(group)
+
+
+def render_plots(
+    corpus_location: str, out: str | None = None, *, overwrite: bool = False, on_group: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """Write one PNG per query group to ``out`` (default: the corpus' arfbench-images/), local or s3://; groups
+    whose file exists are kept unless ``overwrite``. Returns {"written", "kept", "failed"}; a group whose series
+    cannot be read is counted as failed and skipped."""
+    from tasks.series import SeriesError
+
+    corpus = load_corpus(corpus_location)
+    target = (out or f"{corpus_location.rstrip('/')}/{IMAGES_DIR}").rstrip("/")
+    fs = result_filesystem(target)
+    directory = target[len("s3://"):] if is_remote(target) and target.startswith("s3://") else target
+    counts = {"written": 0, "kept": 0, "failed": 0}
+    for group_id in sorted(corpus.group_files):
+        path = f"{directory}/{group_id}.png"
+        exists = fs.exists(path) if fs is not None else os.path.exists(path)
+        if exists and not overwrite:
+            counts["kept"] += 1
+        else:
+            try:
+                png = arfbench_plot(corpus.open_group(group_id))
+            except SeriesError:
+                counts["failed"] += 1
+            else:
+                write_atomic(path, lambda handle, png=png: handle.write(png), fs)
+                counts["written"] += 1
+        if on_group is not None:
+            on_group(group_id)
+    return counts
