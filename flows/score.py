@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from model.answerers import AnswererSpec, answer_priors, resolved_settings
+from model.answerers import AnswererSpec, answer_priors, resolved_settings, settings_roles
 from tasks import answering, cluster, manifest, progress, report, runs, shards, store
 from tasks.corpus import load_corpus
 from tasks.storage import absolute_location, is_remote
@@ -141,7 +141,8 @@ def score_corpus(
     fingerprint = corpus_fingerprint_task(index)
     priors = answer_priors(index.questions)
     planned = plan_shards_task(index.questions, shard_size)
-    artifacts = {key: value for key, value in params if key in manifest.ARTIFACT_SETTINGS and not is_remote(value)}
+    artifact_keys = settings_roles(answerer)[1]
+    artifacts = {key: value for key, value in params if key in artifact_keys and not is_remote(value)}
     with cluster.ray_session(ray_address):
         ready = prepare_cluster_task(corpus, fingerprint, artifacts, actors, pool.demand, placement_timeout_s)
         if ready.note:

@@ -56,6 +56,7 @@ __all__ = [
     "registered_answerers",
     "resolved_settings",
     "settings_fields",
+    "settings_roles",
     "validate_answerer_params",
 ]
 
@@ -178,6 +179,13 @@ def settings_fields(name: str) -> tuple[str, ...] | None:
     """The setting names answerer ``name`` accepts, or None when its params are free-form."""
     settings = _lookup(name).settings
     return None if settings is None else tuple(f.name for f in dataclasses.fields(settings))
+
+
+def settings_roles(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(settings that are local paths, settings that are artifact directories whose content defines the run) of
+    answerer ``name``: its settings class's PATHS and ARTIFACTS (none for free-form plugins)."""
+    settings = _lookup(name).settings
+    return tuple(getattr(settings, "PATHS", ())), tuple(getattr(settings, "ARTIFACTS", ()))
 
 
 def answerer_settings(spec: AnswererSpec) -> Any:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, ClassVar, Literal, Mapping, get_args
 
 from model.prompts import DEFAULT_MAX_NEW_TOKENS
 
@@ -384,6 +384,10 @@ class HybridSettings:
     max_question_tokens: int | None = None
     # "full": every variate and step; "reference": the published evaluation's reduced inputs (model/pipeline.py)
     input_policy: Literal["full", "reference"] = "full"
+
+    PATHS: ClassVar[tuple[str, ...]] = ("model", "toto", "image_dir")  # made absolute by the driver
+    ARTIFACTS: ClassVar[tuple[str, ...]] = ("model", "toto")  # their content is hashed into the run manifest
+    NOT_DEFINING: ClassVar[tuple[str, ...]] = ("threads", "gpu_memory_gib", "gpu_memory_fraction")
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 import tasks.api_answerer  # noqa: F401  (registers the "openai" answerer in drivers and actors)
-from model.answerers import AnswererSpec, create_answerer, settings_fields, validate_answerer_params
+from model.answerers import AnswererSpec, create_answerer, settings_fields, settings_roles, validate_answerer_params
 from model.errors import ArfscoreError
 from model.records import InputUse, Question, SeriesGroup
 from tasks.cluster import ClusterError, actor_runtime_env
@@ -44,10 +44,7 @@ from tasks.shards import Shard
 from tasks.storage import StorageError, absolute_location
 from tasks.store import answers_table, write_shard
 
-__all__ = ["PATH_SETTINGS", "PoolConfig", "ShardResult", "ShardWorker", "answer_shards", "answerer_params", "base_row", "error_row"]
-
-# Settings that name local paths: made absolute by the driver (actors run in other working directories).
-PATH_SETTINGS: tuple[str, ...] = ("model", "toto", "image_dir")
+__all__ = ["PoolConfig", "ShardResult", "ShardWorker", "answer_shards", "answerer_params", "base_row", "error_row"]
 
 
 def answerer_params(
@@ -60,10 +57,9 @@ def answerer_params(
     fields = settings_fields(answerer)
     if cache_dir is not None and fields is not None and "cache_dir" in fields and "cache_dir" not in merged:
         merged["cache_dir"] = cache_dir
-    if isinstance(merged.get("cache_dir"), str) and merged["cache_dir"].lower() != "none":
-        merged["cache_dir"] = absolute_location(merged["cache_dir"])
-    for key in PATH_SETTINGS:
-        if isinstance(merged.get(key), str) and merged[key]:
+    paths, _ = settings_roles(answerer)  # actors run in other working directories: local paths made absolute
+    for key in paths:
+        if isinstance(merged.get(key), str) and merged[key] and merged[key].lower() != "none":
             merged[key] = absolute_location(merged[key])
     if "threads" not in merged and (fields is None or "threads" in fields):
         merged["threads"] = max(1, int(cpus_per_actor))  # one thread per actor CPU: no oversubscription

@@ -79,6 +79,7 @@ class OpenAISettings:
     NOT_DEFINING: ClassVar[tuple[str, ...]] = (
         "api_key_env", "max_concurrency", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries", "cache_dir", "threads",
     )
+    PATHS: ClassVar[tuple[str, ...]] = ("cache_dir",)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

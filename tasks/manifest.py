@@ -7,7 +7,8 @@ A run id is a promise that every answer under it was made the same way. The mani
 - ``corpus``: the csv's sha256 and each Parquet file's size and checksum (the ETag on S3; locally the sha256 of
   the file's Parquet footer, which holds every column chunk's offset, size and statistics: any rewrite of the
   data changes it, and reading footers costs milliseconds where hashing 100 GB would cost minutes);
-- ``models``: for each artifact directory in the settings (``model``, ``toto``), a hash of its config and weights
+- ``models``: for each artifact directory in the settings (the settings class's ARTIFACTS: the hybrid's ``model`` and
+  ``toto``, the vlm's ``model``), a hash of its config and weights
   index: every JSON / tokenizer file in full, and each weight file by name, size and header (safetensors) or
   first and last MiB (other formats);
 - ``arfscore_version``.
@@ -48,8 +49,6 @@ __all__ = [
 
 MANIFEST_FORMAT = 1
 DEFINING_FIELDS: tuple[str, ...] = ("answerer", "settings", "seed", "shard_size", "corpus", "models", "arfscore_version")
-# Settings keys that name artifact directories whose content defines the run.
-ARTIFACT_SETTINGS: tuple[str, ...] = ("model", "toto")
 _HEAD_TAIL_BYTES = 1 << 20
 _SMALL_FILE_BYTES = 4 << 20
 

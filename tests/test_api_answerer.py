@@ -109,3 +109,24 @@ def test_plots_are_sent_as_images_and_missing_plots_are_an_error(server):
     assert answer.inputs.images_given == 1 and answer.parsed_answer == OPTIONS[0]
     with pytest.raises(ApiAnswerError, match="no plot to send"):
         answerer.answer(_question(2), series)
+
+
+@pytest.mark.usefixtures("ray_cluster", "prefect_harness")
+def test_a_scoring_run_through_the_flow_records_usage_and_a_rerun_makes_no_call(small_corpus, tmp_path, server):
+    from flows.score import score_corpus
+    from tasks.store import read_answers
+
+    settings = {"base_url": server.base_url, "model": "test-model", "inputs": "both", "price_in": "1", "price_out": "2"}
+    score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-1", out=str(tmp_path), shard_size=8, answerer_settings=settings)
+    first = read_answers(str(tmp_path), "api-1")
+    assert len(first) == 24 and (first["status"] == "ok").all(), first["error"].dropna().tolist()
+    assert set(first["served_model"]) == {SERVED_MODEL} and (first["cache_hit"] == False).all()  # noqa: E712
+    assert (first["prompt_tokens"] == 100).all() and first["cost_usd"].sum() == pytest.approx(24 * 140 / 1e6)
+    assert (first["images_given"] >= 1).all() and set(first["context_policy"]) == {"both"}
+    calls = len(server.requests)
+    assert calls == 24
+    score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-2", out=str(tmp_path), shard_size=8, answerer_settings=settings)
+    second = read_answers(str(tmp_path), "api-2")
+    assert len(server.requests) == calls and second["cache_hit"].all()  # a new run id, the same inputs: no call
+    assert list(second["parsed_answer"]) == list(first["parsed_answer"])
+    assert (tmp_path / "cache").is_dir()
