@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from model.configuration import HybridSettings
+from model.configuration import HybridSettings, VLMSettings
 from model.records import CATEGORIES, Answer, InputUse, Question, SeriesGroup, canonical_category
 from model.settings import NoSettings, parse_settings, settings_dict, settings_text
 from model.stat_features import GroupAnalysis, StatConfig, analyze_group
@@ -656,3 +656,12 @@ def _create_hybrid(spec: AnswererSpec) -> Answerer:
 
 
 register_answerer("hybrid", _create_hybrid, settings=HybridSettings)
+
+
+def _create_vlm(spec: AnswererSpec) -> Answerer:
+    from model.vlm import create_vlm_answerer  # torch + transformers load only where the model runs
+
+    return create_vlm_answerer(spec)
+
+
+register_answerer("vlm", _create_vlm, settings=VLMSettings)

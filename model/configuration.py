@@ -47,6 +47,7 @@ __all__ = [
     "HybridConfig",
     "HybridSettings",
     "TotoBackboneConfig",
+    "VLMSettings",
 ]
 
 MODEL_TYPE = "vlm_with_timeseries"
@@ -409,3 +410,32 @@ class HybridSettings:
         """The HybridConfig fields this run overrides."""
         names = ("long_context_policy", "max_context_steps", "max_variates_per_chunk", "patches_per_spacewise_chunk", "nan_policy")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class VLMSettings:
+    """--answerer-opt KEY=VALUE for `--answerer vlm`."""
+
+    model: str  # a Qwen3-VL checkpoint directory: config, weights, tokenizer, preprocessor_config.json
+    device: str | None = None
+    device_map: Literal["auto", "single"] = "auto"
+    dtype: Dtype = "auto"
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    shuffle_options: bool = False
+    system_prompt: str | None = None
+    min_pixels: int = 4 * 32 * 32  # qwen-vl-utils' defaults for Qwen3-VL (image factor 32)
+    max_pixels: int = 16384 * 32 * 32
+    threads: int = 0
+    gpu_memory_gib: float | None = None
+    gpu_memory_fraction: float = 0.92
+    max_question_tokens: int | None = None
+
+    PATHS: ClassVar[tuple[str, ...]] = ("model",)
+    ARTIFACTS: ClassVar[tuple[str, ...]] = ("model",)
+    NOT_DEFINING: ClassVar[tuple[str, ...]] = ("threads", "gpu_memory_gib", "gpu_memory_fraction")
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model: a Qwen3-VL checkpoint directory is required")
+        if self.max_new_tokens < 1 or self.min_pixels < 1 or self.max_pixels < self.min_pixels:
+            raise ValueError("max_new_tokens and min_pixels must be >= 1 and max_pixels >= min_pixels")

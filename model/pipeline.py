@@ -63,7 +63,7 @@ import torch
 from model.configuration import HybridSettings
 from model.modeling_hybrid import HybridInputs, HybridModel, read_artifact_config, resolve_device, resolve_dtype
 from model.parsing import parse_answer
-from model.placement import GiB, PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes
+from model.placement import PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes, visible_gpu_budgets
 from model.prompts import DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, shuffle_options
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import SettingsError, parse_settings
@@ -375,11 +375,7 @@ def plan_visible_gpus(settings: HybridSettings, dtype: torch.dtype) -> Placement
 
     config, _ = read_artifact_config(settings.model, settings.toto, **settings.config_overrides())
     vlm_config = AutoConfig.from_pretrained(os.path.join(settings.model, config.vlm_path))
-    budgets = [
-        int(settings.gpu_memory_gib * GiB) if settings.gpu_memory_gib is not None
-        else int(torch.cuda.get_device_properties(index).total_memory * settings.gpu_memory_fraction)
-        for index in range(torch.cuda.device_count())
-    ]
+    budgets = visible_gpu_budgets(settings.gpu_memory_gib, settings.gpu_memory_fraction)
     hidden = int(getattr(vlm_config, "text_config", vlm_config).hidden_size)
     question_tokens = settings.max_question_tokens or estimate_question_tokens(
         max_channel_names=settings.max_channel_names if settings.series_metadata else 0, images=2 if settings.image_dir else 0

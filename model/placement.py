@@ -49,6 +49,7 @@ __all__ = [
     "estimate_question_tokens",
     "plan_placement",
     "ts_module_bytes",
+    "visible_gpu_budgets",
 ]
 
 GiB = 1 << 30
@@ -64,6 +65,15 @@ BASE_PROMPT_TOKENS = 600
 
 class PlacementError(ArfscoreError):
     """The model does not fit on the actor's GPUs (the message lists the sizes)."""
+
+
+def visible_gpu_budgets(gpu_memory_gib: float | None, fraction: float) -> list[int]:
+    """Bytes per GPU this process sees (a Ray actor sees its own): ``gpu_memory_gib`` each, else its total memory x
+    ``fraction`` (room for the CUDA context and fragmentation)."""
+    return [
+        int(gpu_memory_gib * GiB) if gpu_memory_gib is not None else int(torch.cuda.get_device_properties(i).total_memory * fraction)
+        for i in range(torch.cuda.device_count())
+    ]
 
 
 def estimate_question_tokens(

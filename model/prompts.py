@@ -19,6 +19,7 @@ __all__ = [
     "ARFBENCH_SYSTEM_PROMPT",
     "DEFAULT_MAX_NEW_TOKENS",
     "NO_SHUFFLE",
+    "PLOT_MAX_VARIATES",
     "REASONING_WORDS",
     "build_prompt",
     "option_label",
@@ -110,6 +111,7 @@ ARFBENCH_SYSTEM_PROMPT = (
     "groups of time series, as plots and/or as text, and a multiple-choice question about an anomaly in them. "
     "Answer with exactly one of the given options."
 )
+PLOT_MAX_VARIATES = 20  # lines per plot for vision answerers (the most anomalous when there are more: tasks/plots.py)
 TEXT_MAX_POINTS = 240  # points per variate in a text rendering (bucket means)
 TEXT_MAX_VARIATES = 20  # variates per group in a text rendering (the most anomalous when there are more)
 

@@ -39,10 +39,18 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from model.answerers import AnswererSpec, register_answerer
 from model.errors import ArfscoreError
 from model.parsing import parse_answer
-from model.prompts import ARFBENCH_SYSTEM_PROMPT, DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, series_as_text, shuffle_options
+from model.prompts import (
+    ARFBENCH_SYSTEM_PROMPT,
+    DEFAULT_MAX_NEW_TOKENS,
+    NO_SHUFFLE,
+    PLOT_MAX_VARIATES,
+    build_prompt,
+    option_seed,
+    series_as_text,
+    shuffle_options,
+)
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import parse_settings
-from tasks.plots import PLOT_MAX_VARIATES
 from tasks.storage import is_remote, result_filesystem, with_io_retries, write_atomic
 
 __all__ = ["API_ANSWERER_VERSION", "ApiAnswerError", "OpenAIAnswerer", "OpenAISettings", "ResponseCache", "TokenBucket"]

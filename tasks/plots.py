@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from model.prompts import PLOT_MAX_VARIATES  # noqa: E402
 from model.records import SeriesGroup  # noqa: E402
 
 __all__ = [
@@ -194,7 +195,6 @@ def drilldown(groups: Sequence[SeriesGroup], question_text: str, options: Sequen
 
 # ARFBench-like plots for vision answerers: one panel, timestamps on the x axis, a legend of variate names.
 PLOT_WIDTH_PX, PLOT_HEIGHT_PX = 1500, 750  # never more than 1,500 px on a side
-PLOT_MAX_VARIATES = 20  # drawn lines; beyond, the rule below picks them and the title says so
 
 
 def arfbench_plot(group: SeriesGroup) -> bytes:
