@@ -4,11 +4,14 @@ A request's behaviour comes from markers in its last user text: ``[[429x2]]`` (t
 get 429 with Retry-After 0.2 s), ``[[500x1]]``, ``[[slow1]]`` (the first request sleeps past the client timeout),
 ``[[malformed]]`` (200 with a body that is not JSON), ``[[bad]]`` (400), ``[[length]]`` (finish_reason "length").
 Otherwise it answers with the first option listed, as JSON. Every request is recorded (time, body) so tests can
-count calls and measure the request rate.
+count calls and measure the request rate (``GET /v1/stats`` gives the count to another process).
+
+``python -m tests.chat_server --port P --latency-s 0.05`` serves in its own process (benchmarks/api_throughput.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import threading
@@ -25,13 +28,14 @@ SERVED_MODEL = "served-test-model-1"
 
 
 class ChatServer:
-    def __init__(self, latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, port: int | None = None) -> None:
         self.latency_s = latency_s
         self.requests: list[tuple[float, dict]] = []
         self.seen: Counter = Counter()
-        self.port = free_port()
+        self.port = port or free_port()
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self._complete)
+        self.app.get("/v1/stats")(self._stats)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -51,6 +55,9 @@ class ChatServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+    async def _stats(self) -> dict:
+        return {"requests": len(self.requests)}
 
     @staticmethod
     def _text(body: dict) -> str:
@@ -86,3 +93,15 @@ class ChatServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="scripted chat-completions server on 127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    args = parser.parse_args()
+    ChatServer(latency_s=args.latency_s, port=args.port).server.run()  # in the foreground, until killed
+
+
+if __name__ == "__main__":
+    main()

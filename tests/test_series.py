@@ -181,3 +181,15 @@ def test_duplicates_are_found_in_any_order_and_batch_size(tmp_path, monkeypatch)
     pq.write_table(pa.concat_tables([table, table.slice(237, 3)]), path, row_group_size=50)
     with pytest.raises(SeriesError, match=r"timestamp,group: 3 duplicate \(timestamp, group\) rows, e.g."):
         read_dense(group_file.path, group_file)
+
+
+def test_variates_rank_by_deviation_a_one_step_spike_counts_and_empty_rows_come_last():
+    from model.records import DEVIATION_SAMPLE, SeriesGroup
+
+    steps = 3 * DEVIATION_SAMPLE + 7  # strided median and MAD, every step for the largest deviation
+    values = np.random.default_rng(1).normal(size=(300, steps)).astype(np.float32)  # more rows than one block
+    values[257, steps - 1] = 40.0  # one step off the sample's stride, in the second block
+    values[3, 1000:2000] += 12.0
+    values[5] = np.nan
+    order = SeriesGroup("g", values, tuple(f"v{i}" for i in range(300)), 0, 60).deviation_order()
+    assert list(order[:2]) == [257, 3] and order[-1] == 5 and sorted(order) == list(range(300))
