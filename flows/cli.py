@@ -137,7 +137,10 @@ def score(
     ray_address: str = typer.Option(None, "--ray-address", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)"),
     actors: int = typer.Option(2, "--actors", min=1),
     num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor", min=0.0),
-    shard_size: int = typer.Option(16, "--shard-size", min=1),
+    shard_size: int = typer.Option(
+        None, "--shard-size", min=1,
+        help="questions per shard (default: a resume keeps its recorded size; else 16, the openai answerer 4 x max_concurrency)",
+    ),
     repeats: int = typer.Option(1, "--repeats", min=1),
     seed: int = typer.Option(0, "--seed"),
     model: str = typer.Option(None, "--model", help="model directory (hybrid answerer; = --answerer-opt model=DIR)"),

@@ -44,6 +44,7 @@ load_corpus_task = task(load_corpus, name="load_corpus")
 corpus_fingerprint_task = task(manifest.corpus_fingerprint, name="corpus_fingerprint")
 prepare_cluster_task = task(cluster.prepare_cluster, name="prepare_cluster")
 ensure_manifest_task = task(manifest.ensure_manifest, name="ensure_manifest")
+choose_shard_size_task = task(shards.choose_shard_size, name="choose_shard_size")
 plan_shards_task = task(shards.plan_shards, name="plan_shards")
 pending_shards_task = task(shards.pending_shards, name="pending_shards")
 check_complete_task = task(shards.check_complete, name="check_complete")
@@ -104,7 +105,7 @@ def score_corpus(
     ray_address: str | None = None,
     actors: int = 2,
     num_gpus_per_actor: float = 0.0,
-    shard_size: int = 16,
+    shard_size: int | None = None,
     repeats: int = 1,
     seed: int = 0,
     model: str | None = None,
@@ -117,7 +118,8 @@ def score_corpus(
     """Score ``corpus`` with ``answerer``; answers, metrics and run records land under ``out``. Returns the
     leaderboard rows of this flow's runs. Re-running with the same run_id (and the same manifest) answers only the
     shards not yet written; a run ends complete (every planned question exactly once) or fails. ``cache``: the
-    response cache of API answerers (default ``{out}/cache``; "none" turns it off)."""
+    response cache of API answerers (default ``{out}/cache``; "none" turns it off). ``shard_size`` None: a resume
+    keeps the recorded one, a new run takes the answerer's default (16; the openai answerer 4 x max_concurrency)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     logger = get_run_logger()
@@ -130,12 +132,14 @@ def score_corpus(
         answerer, {**(answerer_settings or {}), **({"model": model} if model else {})}, pool.num_cpus_per_actor,
         cache_dir=cache or f"{out.rstrip('/')}/cache",
     )
+    run_id = expand_run_id(run_id)  # an invalid run id fails before any work
+    run_ids = run_ids_for(run_id, repeats)
+    if shard_size is None:
+        shard_size = choose_shard_size_task(out, run_ids[0], AnswererSpec(name=answerer, params=params))
     config = ScoreConfig(
         corpus, answerer, run_id, out, ray_address, actors, num_gpus_per_actor, shard_size, repeats, seed,
         question_timeout_s, placement_timeout_s, params,
     )
-    run_id = expand_run_id(run_id)  # an invalid run id fails before any work
-    run_ids = run_ids_for(run_id, repeats)
     index = load_corpus_task(corpus)
     logger.info("corpus %s: %d questions, %d with problems", corpus, len(index.questions), len({p.question_id for p in index.problems}))
     fingerprint = corpus_fingerprint_task(index)

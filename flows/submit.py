@@ -38,7 +38,7 @@ def submit_scoring_job(
     answerer: str = "stat",
     actors: int = 2,
     num_gpus_per_actor: float = 0.0,
-    shard_size: int = 16,
+    shard_size: int | None = None,
     answerer_settings: dict[str, Any] | None = None,
     env_vars: dict[str, str] | None = None,
     install_dependencies: bool = True,
@@ -49,7 +49,9 @@ def submit_scoring_job(
     run_id = expand_run_id(run_id)
     corpus, out = absolute_location(corpus), absolute_location(out)
     arguments = [corpus, "--run-id", run_id, "--out", out, "--answerer", answerer, "--actors", str(actors),
-                 "--num-gpus-per-actor", str(num_gpus_per_actor), "--shard-size", str(shard_size)]
+                 "--num-gpus-per-actor", str(num_gpus_per_actor)]
+    if shard_size is not None:  # else the job picks: the recorded size on a resume, the answerer's default otherwise
+        arguments += ["--shard-size", str(shard_size)]
     for key, value in sorted((answerer_settings or {}).items()):
         arguments += ["--answerer-opt", f"{key}={value}"]
     env = runtime_env_task(pip=install_dependencies, env_vars=env_vars)

@@ -205,6 +205,17 @@ def resolved_settings(spec: AnswererSpec) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in skip}
 
 
+DEFAULT_SHARD_SIZE = 16  # questions per shard unless the answerer asks for more (a shard is the unit of resume)
+
+
+def default_shard_size(spec: AnswererSpec) -> int:
+    """Questions per shard when the user gives none: the settings' ``shard_size_hint()`` where the answerer has one
+    (an API answerer wants enough questions per shard to keep ``max_concurrency`` requests in flight), else 16."""
+    settings = _lookup(spec.name).settings
+    hint = getattr(settings, "shard_size_hint", None) if settings is not None else None
+    return int(answerer_settings(spec).shard_size_hint()) if hint is not None else DEFAULT_SHARD_SIZE
+
+
 def answer_priors(questions: Iterable[Question]) -> tuple[tuple[str, str, int], ...]:
     """(category, correct answer, count) over a corpus, sorted by category, then count (desc), then text."""
     counts = Counter((question.category, question.correct_answer) for question in questions)

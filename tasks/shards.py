@@ -6,9 +6,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from model.answerers import AnswererSpec, default_shard_size
 from model.errors import ArfscoreError
 from model.records import Question
-from tasks.store import read_answers, written_shards
+from tasks.store import read_answers, read_manifest, written_shards
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,15 @@ class Shard:
 
     index: int
     question_ids: tuple[int, ...]
+
+
+def choose_shard_size(out: str, run_id: str, spec: AnswererSpec) -> int:
+    """The shard size when none is given: the one a started run recorded in its manifest (so a resume plans the
+    same shards even if a default changed), else the answerer's default (model.answerers.default_shard_size)."""
+    recorded = read_manifest(out, run_id)
+    if recorded is not None and recorded.get("shard_size"):
+        return int(recorded["shard_size"])
+    return default_shard_size(spec)
 
 
 def plan_shards(questions: Sequence[Question], shard_size: int) -> list[Shard]:

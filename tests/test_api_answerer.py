@@ -114,7 +114,7 @@ def test_plots_are_sent_as_images_and_missing_plots_are_an_error(server):
 @pytest.mark.usefixtures("ray_cluster", "prefect_harness")
 def test_a_scoring_run_through_the_flow_records_usage_and_a_rerun_makes_no_call(small_corpus, tmp_path, server):
     from flows.score import score_corpus
-    from tasks.store import read_answers
+    from tasks.store import read_answers, read_manifest
 
     settings = {"base_url": server.base_url, "model": "test-model", "inputs": "both", "price_in": "1", "price_out": "2"}
     score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-1", out=str(tmp_path), shard_size=8, answerer_settings=settings)
@@ -125,8 +125,12 @@ def test_a_scoring_run_through_the_flow_records_usage_and_a_rerun_makes_no_call(
     assert (first["images_given"] >= 1).all() and set(first["context_policy"]) == {"both"}
     calls = len(server.requests)
     assert calls == 24
-    score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-2", out=str(tmp_path), shard_size=8, answerer_settings=settings)
+    score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-2", out=str(tmp_path), answerer_settings=settings)
     second = read_answers(str(tmp_path), "api-2")
     assert len(server.requests) == calls and second["cache_hit"].all()  # a new run id, the same inputs: no call
     assert list(second["parsed_answer"]) == list(first["parsed_answer"])
     assert (tmp_path / "cache").is_dir()
+    # No --shard-size: a new run takes 4 x max_concurrency (8 by default), a resume keeps what it recorded.
+    assert read_manifest(str(tmp_path), "api-2")["shard_size"] == 32
+    score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-1", out=str(tmp_path), answerer_settings=settings)
+    assert read_manifest(str(tmp_path), "api-1")["shard_size"] == 8 and len(read_answers(str(tmp_path), "api-1")) == 24
