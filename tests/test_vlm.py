@@ -97,3 +97,25 @@ def test_a_vlm_run_through_the_flow_renders_plots_in_the_actors(small_corpus, tm
     answers = read_answers(str(tmp_path), "vlm")
     assert len(answers) == 24 and (answers["status"] == "ok").all(), answers["error"].dropna().tolist()[:2]
     assert (answers["images_given"] >= 1).all() and not (small_corpus / "arfbench-images").exists()  # rendered in memory only
+
+
+def test_on_cuda_the_vlm_is_planned_over_the_visible_gpus_before_any_weight_loads(tiny_vlm, monkeypatch):
+    """The hybrid's placement (model/placement.py): a plan that does not fit fails with the sizes and loads nothing;
+    one that fits loads with its explicit device map. CUDA is faked: 2 visible GPUs."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from model.placement import PlacementError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    loads = []
+    monkeypatch.setattr(
+        Qwen3VLForConditionalGeneration, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(k) or pytest.skip("stop here"))
+    )
+    with pytest.raises(PlacementError, match=r"does not fit on 2 GPU\(s\)"):
+        create_answerer(AnswererSpec("vlm", params={"model": tiny_vlm, "device": "cuda", "gpu_memory_gib": "0.0001"}))
+    assert loads == []
+    with pytest.raises(pytest.skip.Exception):
+        create_answerer(AnswererSpec("vlm", params={"model": tiny_vlm, "device": "cuda", "gpu_memory_gib": "1"}))
+    (kwargs,) = loads
+    assert set(kwargs["device_map"].values()) <= {0, 1} and kwargs["dtype"] == torch.bfloat16
