@@ -51,7 +51,7 @@ from model.prompts import (
 )
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import parse_settings
-from tasks.storage import is_remote, result_filesystem, with_io_retries, write_atomic
+from tasks.storage import is_remote, read_if_exists, result_filesystem, write_atomic
 
 __all__ = ["API_ANSWERER_VERSION", "ApiAnswerError", "OpenAIAnswerer", "OpenAISettings", "ResponseCache", "TokenBucket"]
 
@@ -145,19 +145,7 @@ class ResponseCache:
         return f"{self.root}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        path = self._path(key)
-
-        def read() -> bytes | None:
-            try:
-                if self.fs is None:
-                    with open(path, "rb") as handle:
-                        return handle.read()
-                with self.fs.open(path, "rb") as handle:
-                    return handle.read()
-            except FileNotFoundError:
-                return None
-
-        payload = with_io_retries(read, path)
+        payload = read_if_exists(self._path(key), self.fs)
         return json.loads(payload) if payload else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:

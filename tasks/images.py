@@ -14,7 +14,7 @@ from collections.abc import Callable
 from model.records import SeriesGroup
 from tasks.corpus import Corpus, load_corpus
 from tasks.plots import arfbench_plot
-from tasks.storage import filesystem_for, is_remote, result_filesystem, with_io_retries, write_atomic
+from tasks.storage import filesystem_for, is_remote, read_if_exists, result_filesystem, write_atomic
 
 __all__ = ["IMAGES_DIR", "group_plot", "render_plots"]
 
@@ -26,14 +26,7 @@ def group_plot(corpus: Corpus, group: SeriesGroup) -> bytes:
     fs, root = filesystem_for(corpus.location)
     path = f"{root}/{IMAGES_DIR}/{group.group_id}.png"
 
-    def read() -> bytes | None:
-        try:
-            with fs.open(path, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return None
-
-    found = with_io_retries(read, f"{corpus.location.rstrip('/')}/{IMAGES_DIR}/{group.group_id}.png")
+    found = read_if_exists(path, fs, f"{corpus.location.rstrip('/')}/{IMAGES_DIR}/{group.group_id}.png")
     return found if found is not None else arfbench_plot(group)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "io_retry_settings",
     "is_remote",
     "is_transient_io_error",
+    "read_if_exists",
     "result_filesystem",
     "s3_filesystem",
     "temp_name",
@@ -199,6 +200,24 @@ def with_io_retries(action: Callable[[], T], what: str, *, attempts: int | None 
         error = exhausted.last_attempt.exception()
         detail = " ".join(str(error).split()) or type(error).__name__
         raise StorageError(f"{what}: storage unreachable after {attempts} attempt(s) ({type(error).__name__}: {detail})") from error
+
+
+def read_if_exists(path: str, fs: fsspec.AbstractFileSystem | None, what: str | None = None) -> bytes | None:
+    """The whole file, or None when it does not exist (``fs`` None: a local path); transient storage errors are
+    retried (:func:`with_io_retries`, naming ``what``, default the path). Another process may have just written
+    it, so no cached listing is trusted."""
+
+    def read() -> bytes | None:
+        try:
+            if fs is None:
+                return local_path(path).read_bytes()
+            fs.invalidate_cache()
+            with fs.open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    return with_io_retries(read, what or display_path(path, fs))
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tasks.storage import display_path, local_path, result_filesystem, with_io_retries, write_atomic
+from tasks.storage import display_path, local_path, read_if_exists, result_filesystem, write_atomic
 
 __all__ = [
     "ANSWER_SCHEMA",
@@ -411,17 +411,7 @@ def read_manifest(
     path = manifest_path(out, run_id)
     fs = result_filesystem(out, filesystem)
 
-    def read() -> bytes | None:
-        try:
-            if fs is None:
-                return local_path(path).read_bytes()
-            fs.invalidate_cache()
-            with fs.open(path, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return None
-
-    payload = with_io_retries(read, display_path(path, fs))
+    payload = read_if_exists(path, fs)
     if payload is None:
         return None
     try:
