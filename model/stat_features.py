@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = ["KINDS", "StatConfig", "GroupAnalysis", "analyze_group", "design_matr
 KINDS: tuple[str, ...] = ("level_shift", "spike", "trend", "seasonality", "variance")
 _DAY_S = 86_400
 _MAD_TO_SIGMA = 1.4826
+_SORT_MEDIAN_MAX_STEPS = 2048  # longer rows: medians by partition (O(n)), not a full sort
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,13 @@ def design_matrix(n_steps: int, interval_s: int, dtype=np.float64) -> tuple[np.n
 
 
 def _row_nanmedian(a: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN (NaN for an all-NaN row), via one sort (NaN sorts last); numpy's SIMD
-    sort beats a two-point np.partition on these short rows."""
+    """Median of each row ignoring NaN (NaN for an all-NaN row). Short rows: one sort (NaN sorts last); numpy's
+    SIMD sort beats a two-point np.partition there. Long rows (the inflation profile's full-length differences):
+    the two middle values by np.partition, rows with NaN through np.nanmedian; the same values, in O(n)."""
     if a.shape[1] == 0:
         return np.full(a.shape[0], np.nan)
+    if a.shape[1] > _SORT_MEDIAN_MAX_STEPS:
+        return _long_row_nanmedian(a)
     ordered = np.sort(a, axis=1)
     count = a.shape[1] - np.isnan(ordered).sum(axis=1)
     low = np.clip((count - 1) // 2, 0, a.shape[1] - 1)
@@ -172,6 +177,21 @@ def _row_nanmedian(a: np.ndarray) -> np.ndarray:
     rows = np.arange(a.shape[0])
     median = 0.5 * (ordered[rows, low].astype(np.float64) + ordered[rows, high].astype(np.float64))
     median[count == 0] = np.nan
+    return median
+
+
+def _long_row_nanmedian(a: np.ndarray) -> np.ndarray:
+    median = np.full(a.shape[0], np.nan)
+    gaps = np.isnan(a).any(axis=1)
+    if (~gaps).any():
+        steps = a.shape[1]
+        middle = [(steps - 1) // 2, steps // 2]
+        part = np.partition(a[~gaps], middle, axis=1)
+        median[~gaps] = 0.5 * (part[:, middle[0]].astype(np.float64) + part[:, middle[1]].astype(np.float64))
+    if gaps.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row stays NaN
+            median[gaps] = np.nanmedian(a[gaps].astype(np.float64), axis=1)
     return median
 
 
@@ -307,6 +327,7 @@ def window_threshold(n_variates: int, false_alarm_rate: float = 1e-4) -> float:
 # Window lengths (steps) at which the autocorrelation inflation of window means is measured; between them it is
 # interpolated on log2(length).
 _PROFILE_SCALES: tuple[int, ...] = tuple(2**k for k in range(0, 15))
+_PROFILE_SAMPLE = 8192  # lag differences per row and scale in the inflation profile (all of them in shorter series)
 
 
 def _inflation_profile(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -333,10 +354,18 @@ def _inflation_profile(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
         counts = valid[:, : full * b].reshape(rows, full, b).sum(axis=2)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where(counts >= b / 2, zf[:, : full * b].reshape(rows, full, b).sum(axis=2) / np.maximum(counts, 1), np.nan)
-            factor = b * np.square(_robust_scale_from_diffs(np.diff(means, axis=1)) / _robust_scale_from_diffs(lagged[:, b:] - lagged[:, :-b]))
+            factor = b * np.square(_robust_scale_from_diffs(np.diff(means, axis=1)) / _robust_scale_from_diffs(_lag_differences(lagged, b)))
         profile[:, index] = np.where(np.isfinite(factor), factor, 1.0)
     profile = np.maximum.accumulate(np.clip(profile, 1.0, 1000.0), axis=1)
     return profile
+
+
+def _lag_differences(lagged: np.ndarray, lag: int) -> np.ndarray:
+    """x[t + lag] - x[t] per row, at most _PROFILE_SAMPLE of them (evenly strided t): a robust scale needs no
+    more, and every one of 40,000 steps at 14 scales would cost seconds per group."""
+    starts = lagged.shape[1] - lag
+    stride = max(1, -(-starts // _PROFILE_SAMPLE))
+    return lagged[:, lag::stride][:, : -(-starts // stride)] - lagged[:, : starts : stride]
 
 
 def _inflation_at(profile: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -385,3 +385,18 @@ def test_frequent_records_that_it_saw_nothing_on_every_path():
     for priors in ([("Anomaly Presence", PRESENCE[0], 3)], [("Anomaly Presence", "Not an option", 5), ("Anomaly Presence", PRESENCE[1], 1)], []):
         answer = create_answerer(AnswererSpec("frequent", answer_priors=priors)).answer(q, [group])
         assert answer.inputs == InputUse(0, 2, 0, 5, "none")
+
+
+def test_stat_medians_of_long_rows_and_sampled_lag_differences():
+    from model import stat_features as sf
+
+    rng = np.random.default_rng(5)
+    long_rows = rng.normal(size=(6, sf._SORT_MEDIAN_MAX_STEPS + 11))
+    long_rows[1, :50] = np.nan
+    long_rows[2] = np.nan
+    expected = np.array([np.nanmedian(row) if np.isfinite(row).any() else np.nan for row in long_rows])
+    assert np.array_equal(sf._row_nanmedian(long_rows), expected, equal_nan=True)
+    series = rng.normal(size=(2, sf._PROFILE_SAMPLE + 100))
+    assert np.array_equal(sf._lag_differences(series[:, :1000], 7), series[:, 7:1000] - series[:, :993])  # short: every one
+    sampled = sf._lag_differences(series, 3)
+    assert sampled.shape[1] <= sf._PROFILE_SAMPLE and np.array_equal(sampled[:, 1], series[:, 5] - series[:, 2])  # stride 2
