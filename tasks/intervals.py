@@ -119,6 +119,8 @@ def _resampled(scored: _Scored, weights: np.ndarray) -> dict[tuple[str, str], tu
 
     cat_f1, cat_n = {}, {}
     for category, (rows, truth, pred, n_labels) in scored.f1_parts.items():
+        if n_labels == 0:  # no truth with a class: no F1, and no weight in a tier's or the overall F1 (as metrics)
+            continue
         sub = weights[:, rows]
         cat_f1[category] = _macro_f1(sub, truth, pred, n_labels)
         cat_n[category] = sub.sum(axis=1)

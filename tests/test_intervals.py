@@ -83,3 +83,18 @@ def test_mcnemar_exact_p_by_hand_and_a_better_run():
     assert overall["right_only_a"] == 0 and overall["right_only_b"] == wrong_in_a
     assert overall["mcnemar_p"] == pytest.approx(mcnemar_p(0, wrong_in_a)) and overall["mcnemar_p"] < 1e-6
     assert 0 < overall["accuracy_diff_lo"] <= overall["accuracy_diff"] <= overall["accuracy_diff_hi"]
+
+
+def test_a_category_whose_truths_have_no_class_leaves_the_tier_and_overall_f1_defined():
+    df = answers(n=40)
+    magnitude = df.iloc[:5].assign(
+        question_id=range(100, 105), query_group=[f"m{i}_0" for i in range(5)], category="Anomaly Magnitude", tier="Tier 2",
+        options=[["10%", "50%"]] * 5, correct_answer="", parsed_answer="10%",
+    )
+    df = pd.concat([df, magnitude], ignore_index=True)
+    merged = compute_metrics(df).merge(bootstrap_intervals(df, 200, seed=1), on=["run_id", "answerer", "scope", "key"]).set_index(["scope", "key"])
+    for scope in [("overall", "all"), ("tier", "Tier 2")]:
+        low, point, high = merged.loc[scope, ["macro_f1_lo", "macro_f1", "macro_f1_hi"]]
+        assert np.isfinite([low, point, high]).all() and low <= point <= high, scope
+    compared = compare_runs(df, df.assign(run_id="r2")).set_index(["scope", "key"])
+    assert np.isfinite(compared.loc[("overall", "all"), ["macro_f1_a", "macro_f1_b"]].astype(float)).all()
