@@ -69,7 +69,9 @@ def read_coverage(out: str, run_ids: Sequence[str] | None = None) -> pd.DataFram
             select answerer, run_id, sum(n) as n, sum(n_full_input) as n_full_input, sum(n_unknown) as n_unknown,
                    sum(mean_variate_share * (n - n_unknown)) / nullif(sum(n - n_unknown), 0) as variate_share,
                    sum(mean_step_share * (n - n_unknown)) / nullif(sum(n - n_unknown), 0) as step_share,
-                   string_agg(distinct context_policies, ',') as context_policies
+                   -- each category's policies are already a sorted list: split, merge, dedupe
+                   nullif(array_to_string(list_sort(list_distinct(flatten(list(string_split(context_policies, ','))))), ','), '')
+                       as context_policies
             from coverage {where} group by answerer, run_id order by answerer, run_id"""
         return con.execute(sql, list(run_ids or [])).df()
     finally:

@@ -107,3 +107,21 @@ def test_answers_record_what_each_answerer_saw_and_the_coverage_mart_sums_it(sma
     lines = coverage_lines(read_coverage(str(tmp_path), ["cov-stat", "cov-random"]))
     assert "coverage cov-stat (stat): 100% of 24 answers saw the full input (variates 100%, steps 100%, policy full)" in lines
     assert any(line.startswith("coverage cov-random (random): 0% of 24") for line in lines)
+    # Policies pooled over categories are listed once each, sorted.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.store import write_shard
+
+    table = pa.concat_tables(pq.read_table(path) for path in sorted((tmp_path / "answers" / "run_id=cov-stat").glob("*.parquet")))
+    # Half of Presence reads "text": that category lists "full,text", the others "full".
+    categories = table["category"].to_pylist()
+    presence_rows = [i for i, category in enumerate(categories) if category == "Anomaly Presence"]
+    assert len(presence_rows) >= 2 and len(presence_rows) < len(categories)
+    presence = pa.array([i in presence_rows[::2] for i in range(len(categories))])
+    for name, column in (("context_policy", pc.if_else(presence, "text", table["context_policy"])), ("run_id", pa.array(["cov-mixed"] * len(table)))):
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, column)
+    write_shard(table, str(tmp_path), "cov-mixed", 0)
+    assert read_coverage(str(tmp_path), ["cov-mixed"])["context_policies"].tolist() == ["full,text"]
