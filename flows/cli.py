@@ -99,10 +99,21 @@ def _print_leaderboard(board, title: str = "leaderboard") -> None:
     for column in ("answerer", "run", "n", "accuracy", "macro F1", "invalid", "errors"):
         table.add_column(column, justify="left" if column in ("answerer", "run") else "right")
     for row in board.itertuples():
-        accuracy = with_interval(row.accuracy, getattr(row, "accuracy_lo", None), getattr(row, "accuracy_hi", None))
-        f1 = with_interval(row.macro_f1, getattr(row, "macro_f1_lo", None), getattr(row, "macro_f1_hi", None))
+        accuracy = with_interval(row.accuracy, row.accuracy_lo, row.accuracy_hi)
+        f1 = with_interval(row.macro_f1, row.macro_f1_lo, row.macro_f1_hi)
         table.add_row(row.answerer, row.run_id, str(row.n), accuracy, f1, str(row.invalid), str(row.n_error))
     console.print(table)
+
+
+def _key_values(options: list[str] | None, option_name: str) -> dict[str, str]:
+    """Repeated KEY=VALUE options as a mapping (later ones win); anything else is a usage error naming it."""
+    values: dict[str, str] = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{option!r}: expected KEY=VALUE", param_hint=option_name)
+        values[key.strip()] = value
+    return values
 
 
 def _answerer_settings(config_file: Path | None, options: list[str] | None, model: str | None) -> dict[str, Any]:
@@ -118,11 +129,7 @@ def _answerer_settings(config_file: Path | None, options: list[str] | None, mode
         if loaded is not None and not isinstance(loaded, dict):
             raise typer.BadParameter(f"{config_file}: expected a mapping of settings, got {type(loaded).__name__}", param_hint="--answerer-config")
         settings.update({str(key): value for key, value in (loaded or {}).items()})
-    for option in options or []:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{option!r}: expected KEY=VALUE", param_hint="--answerer-opt")
-        settings[key.strip()] = value
+    settings.update(_key_values(options, "--answerer-opt"))
     if model:
         settings["model"] = model
     return settings
@@ -301,7 +308,7 @@ def runtime_env_command(
 
     from tasks.jobs import runtime_env
 
-    variables = dict(item.split("=", 1) for item in env or [] if "=" in item)
+    variables = _key_values(env, "--env")
     print(json.dumps(runtime_env(pip=pip, env_vars=variables)))
 
 
@@ -315,10 +322,10 @@ def render_plots_command(
     from tasks.corpus import load_corpus
     from tasks.images import render_plots
 
-    n_groups = len(load_corpus(corpus).group_files)
+    index = load_corpus(corpus)
     with _progress() as progress:
-        task = progress.add_task("render plots", total=n_groups, rate="")
-        counts = render_plots(corpus, out, overwrite=overwrite, on_group=lambda _: progress.advance(task))
+        task = progress.add_task("render plots", total=len(index.group_files), rate="")
+        counts = render_plots(index, out, overwrite=overwrite, on_group=lambda _: progress.advance(task))
     console.print(f"{counts['written']} plot(s) written, {counts['kept']} kept, {counts['failed']} group(s) unreadable")
 
 

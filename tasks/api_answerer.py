@@ -51,7 +51,7 @@ from model.prompts import (
 )
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import parse_settings
-from tasks.storage import is_remote, read_if_exists, result_filesystem, write_atomic
+from tasks.storage import read_if_exists, result_filesystem, write_atomic
 
 __all__ = ["API_ANSWERER_VERSION", "ApiAnswerError", "OpenAIAnswerer", "OpenAISettings", "ResponseCache", "TokenBucket"]
 
@@ -138,11 +138,10 @@ class ResponseCache:
 
     def __init__(self, location: str) -> None:
         self.location = location.rstrip("/")
-        self.fs = result_filesystem(self.location)
-        self.root = self.location[len("s3://"):] if is_remote(self.location) and self.location.startswith("s3://") else self.location
+        self.fs = result_filesystem(self.location)  # None for a local directory; s3fs takes s3:// paths as they are
 
     def _path(self, key: str) -> str:
-        return f"{self.root}/{key[:2]}/{key}.json"
+        return f"{self.location}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
         payload = read_if_exists(self._path(key), self.fs)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from model.records import SeriesGroup
 from tasks.corpus import Corpus, load_corpus
 from tasks.plots import arfbench_plot
-from tasks.storage import filesystem_for, is_remote, read_if_exists, result_filesystem, write_atomic
+from tasks.storage import filesystem_for, read_if_exists, result_filesystem, write_atomic
 
 __all__ = ["IMAGES_DIR", "group_plot", "render_plots"]
 
@@ -31,20 +31,19 @@ def group_plot(corpus: Corpus, group: SeriesGroup) -> bytes:
 
 
 def render_plots(
-    corpus_location: str, out: str | None = None, *, overwrite: bool = False, on_group: Callable[[str], None] | None = None
+    corpus: Corpus | str, out: str | None = None, *, overwrite: bool = False, on_group: Callable[[str], None] | None = None
 ) -> dict[str, int]:
-    """Write one PNG per query group to ``out`` (default: the corpus' arfbench-images/), local or s3://; groups
-    whose file exists are kept unless ``overwrite``. Returns {"written", "kept", "failed"}; a group whose series
-    cannot be read is counted as failed and skipped."""
+    """Write one PNG per query group of ``corpus`` (an index or its location) to ``out`` (default: the corpus'
+    arfbench-images/), local or s3://; groups whose file exists are kept unless ``overwrite``. Returns {"written",
+    "kept", "failed"}; a group whose series cannot be read is counted as failed and skipped."""
     from tasks.series import SeriesError
 
-    corpus = load_corpus(corpus_location)
-    target = (out or f"{corpus_location.rstrip('/')}/{IMAGES_DIR}").rstrip("/")
-    fs = result_filesystem(target)
-    directory = target[len("s3://"):] if is_remote(target) and target.startswith("s3://") else target
+    corpus = load_corpus(corpus) if isinstance(corpus, str) else corpus
+    target = (out or f"{corpus.location.rstrip('/')}/{IMAGES_DIR}").rstrip("/")
+    fs = result_filesystem(target)  # None for a local directory; s3fs takes s3:// paths as they are
     counts = {"written": 0, "kept": 0, "failed": 0}
     for group_id in sorted(corpus.group_files):
-        path = f"{directory}/{group_id}.png"
+        path = f"{target}/{group_id}.png"
         exists = fs.exists(path) if fs is not None else os.path.exists(path)
         if exists and not overwrite:
             counts["kept"] += 1

@@ -49,10 +49,6 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "# arfscore leaderboard\n\n" + header + "\n".join(lines) + "\n" + note
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None or pd.isna(value) else f"{value:.3f}"
-
-
 def artifact_key(run_id: str) -> str:
     """The Prefect artifact key of a run's leaderboard (lower-case letters, digits and dashes only)."""
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in run_id.lower()).strip("-")

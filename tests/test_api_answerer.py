@@ -134,3 +134,26 @@ def test_a_scoring_run_through_the_flow_records_usage_and_a_rerun_makes_no_call(
     assert read_manifest(str(tmp_path), "api-2")["shard_size"] == 32
     score_corpus(corpus=str(small_corpus), answerer="openai", run_id="api-1", out=str(tmp_path), answerer_settings=settings)
     assert read_manifest(str(tmp_path), "api-1")["shard_size"] == 8 and len(read_answers(str(tmp_path), "api-1")) == 24
+
+
+def test_the_cache_and_rendered_plots_live_on_s3_too(server, s3_server, small_corpus):
+    from tasks.corpus import load_corpus
+    from tasks.images import render_plots
+    from tasks.storage import s3_filesystem
+
+    fs = s3_filesystem()
+    if not fs.exists("api-cache"):
+        fs.mkdir("api-cache")
+    first = _answerer(server, cache_dir="s3://api-cache/run-cache")
+    questions = [_question(i, f"(number {i})") for i in range(3)]  # three prompts, three keys
+    answers = first.answer_batch(questions, [_series()] * 3)
+    again = _answerer(server, cache_dir="s3://api-cache/run-cache")
+    cached = again.answer_batch(questions, [_series()] * 3)
+    assert first.calls == 3 and again.calls == 0 and [a.raw_response for a in cached] == [a.raw_response for a in answers]
+    assert len(fs.find("api-cache/run-cache")) == 3 and not any(".tmp" in path for path in fs.find("api-cache"))
+
+    corpus = load_corpus(str(small_corpus))
+    counts = render_plots(corpus, "s3://api-cache/plots")
+    assert counts == {"written": len(corpus.group_files), "kept": 0, "failed": 0}
+    assert render_plots(corpus, "s3://api-cache/plots")["kept"] == len(corpus.group_files)
+    assert sorted(fs.ls("api-cache/plots")) == sorted(f"api-cache/plots/{g}.png" for g in corpus.group_files)
