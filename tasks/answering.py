@@ -38,7 +38,6 @@ from model.errors import ArfscoreError
 from model.records import InputUse, Question, SeriesGroup
 from tasks.cluster import ClusterError, actor_runtime_env
 from tasks.corpus import Corpus, Problem, load_corpus
-from tasks.images import group_plot
 from tasks.series import SeriesError
 from tasks.shards import Shard
 from tasks.storage import StorageError, absolute_location
@@ -218,6 +217,8 @@ class ShardWorker:
                 self._cache.pop(next(iter(self._cache)))
             group = self.corpus.open_group(group_id)
             if getattr(self.answerer, "reads_plots", False):  # the corpus' plot, or one rendered here in memory
+                from tasks.images import group_plot  # matplotlib loads only in actors that read plots
+
                 group = dataclasses.replace(group, image_png=group_plot(self.corpus, group))
             self._cache[group_id] = group
         return self._cache[group_id]

@@ -49,7 +49,7 @@ def record_run(
     manifest: Mapping[str, Any] | None = None,
 ) -> str:
     """Write results/runs/run_id=R/run.parquet: config, corpus + checksum, versions, times, counts, manifest."""
-    answers = read_answers(out, run_id)
+    answers = read_answers(out, run_id, columns=["status"])  # counts only: not the responses
     n_error = int((answers["status"] == "error").sum()) if not answers.empty else 0
     config_dict = asdict(config) if is_dataclass(config) else dict(config)
     return write_run_record(

@@ -53,7 +53,7 @@ def check_complete(shards: Sequence[Shard], out: str, run_id: str) -> int:
     """Every planned question has exactly one answer row under ``out`` (and no row answers an unplanned one);
     returns the number of rows. IncompleteRunError names the missing, duplicated or unexpected question ids."""
     planned = [question_id for shard in shards for question_id in shard.question_ids]
-    answered = read_answers(out, run_id)["question_id"].tolist()
+    answered = read_answers(out, run_id, columns=["question_id"])["question_id"].tolist()
     counts = Counter(answered)
     missing = sorted(set(planned) - set(counts))
     duplicated = sorted(question_id for question_id, count in counts.items() if count > 1)

@@ -437,26 +437,31 @@ def _list_files(out: str | os.PathLike[str], pattern: str, fs: fsspec.AbstractFi
     return [p for p in found if not p.rsplit("/", 1)[-1].startswith(".")]
 
 
-def _read_tables(paths: list[str], schema: pa.Schema, fs: fsspec.AbstractFileSystem | None) -> pd.DataFrame:
+def _read_tables(
+    paths: list[str], schema: pa.Schema, fs: fsspec.AbstractFileSystem | None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     if not paths:
-        return schema.empty_table().to_pandas()
+        return schema.empty_table().select(list(columns) if columns else schema.names).to_pandas()
     # No hive partitioning here: run_id is stored in the files themselves. Files missing a (newer) column read
     # it as null thanks to the explicit schema.
     dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
-    return dataset.to_table().to_pandas()
+    return dataset.to_table(columns=list(columns) if columns else None).to_pandas()
 
 
 def read_answers(
     out: str | os.PathLike[str],
     run_id: str | None = None,
     filesystem: fsspec.AbstractFileSystem | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """All answer rows under ``out`` (or of one run), sorted by run_id, question_id; empty frame if none."""
+    """All answer rows under ``out`` (or of one run), sorted by run_id, question_id; empty frame if none.
+    ``columns``: only these (run_id and question_id are always read, for the order)."""
     fs = result_filesystem(out, filesystem)
     run_dir = "run_id=*" if run_id is None else f"run_id={validate_run_id(run_id)}"
     paths = [p for p in _list_files(out, f"answers/{run_dir}/shard=*.parquet", fs)
              if _SHARD_FILE.fullmatch(p.rsplit("/", 1)[-1])]
-    df = _read_tables(paths, ANSWER_SCHEMA, fs)
+    wanted = list(dict.fromkeys(["run_id", "question_id", *columns])) if columns else None
+    df = _read_tables(paths, ANSWER_SCHEMA, fs, wanted)
     return df.sort_values(["run_id", "question_id"], kind="stable").reset_index(drop=True)
 
 

@@ -198,11 +198,14 @@ def test_read_answers_round_trip(tmp_path: Path) -> None:
     assert pd.isna(df.iloc[2].parsed_answer) and not df.iloc[2].is_valid
     assert df.iloc[3].status == "error" and "question 3" in df.iloc[3].error
     assert df.is_correct.tolist() == [True, False, False, False, True, True]
+    some = read_answers(tmp_path, "r1", columns=["status"])
+    assert list(some.columns) == ["run_id", "question_id", "status"] and some.status.tolist() == df.status.tolist()
 
 
 def test_read_answers_empty(tmp_path: Path) -> None:
     df = read_answers(tmp_path / "nothing")
     assert df.empty and list(df.columns) == ANSWER_SCHEMA.names
+    assert list(read_answers(tmp_path / "nothing", columns=["status"]).columns) == ["run_id", "question_id", "status"]
     assert read_metrics(tmp_path).empty
 
 
