@@ -352,59 +352,73 @@ assert get_args(LongContextPolicy) == LONG_CONTEXT_POLICIES and get_args(NanPoli
 
 
 @dataclass(frozen=True)
-class HybridSettings:
-    """What a user sets for the hybrid answerer; model/pipeline.py documents each key. Parsed from text by
-    model/settings.parse_settings, validated here, recorded in the run manifest with every default."""
+class LocalModelSettings:
+    """Settings every answerer running a local model shares (the hybrid and the vlm): where it runs, its precision,
+    generation, and the GPU memory plan. Validated here, once for both."""
 
-    model: str  # artifact directory: config.json, vlm/, ts_modules.pt, toto/
+    model: str  # the model directory
     device: str | None = None  # "cuda", "cuda:1", "cpu"; None: CUDA when visible, else CPU
     # "auto": on CUDA, spread the model over EVERY GPU visible to the actor (Ray sets them) by a plan checked before
     # loading (model/placement.py); "single": everything on `device`.
     device_map: Literal["auto", "single"] = "auto"
     dtype: Dtype = "auto"
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    batch_size: int = 8  # most questions generated together; big questions go in smaller batches (token budget)
     shuffle_options: bool = False
+    system_prompt: str | None = None
+    threads: int = 0  # CPU threads for torch (0: torch's default); the flow passes the actor's CPU count
+    # GPU memory plan: budget per visible GPU (default: its total memory x gpu_memory_fraction), and the largest
+    # question's input tokens the plan keeps KV headroom for (default: see model/placement.py).
+    gpu_memory_gib: float | None = None
+    gpu_memory_fraction: float = 0.92
+    max_question_tokens: int | None = None
+
+    NOT_DEFINING: ClassVar[tuple[str, ...]] = ("threads", "gpu_memory_gib", "gpu_memory_fraction")
+    MODEL_REQUIRED: ClassVar[str] = "model: the model directory is required"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(self.MODEL_REQUIRED)
+        if self.device is not None and not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        _check_int("max_new_tokens", self.max_new_tokens)
+        _check_int("threads", self.threads, minimum=0)
+        if self.max_question_tokens is not None:
+            _check_int("max_question_tokens", self.max_question_tokens)
+        if self.gpu_memory_gib is not None and not self.gpu_memory_gib > 0:
+            raise ValueError(f"gpu_memory_gib must be > 0, got {self.gpu_memory_gib}")
+        _check_float("gpu_memory_fraction", self.gpu_memory_fraction, 0.05, 1.0)
+
+
+@dataclass(frozen=True)
+class HybridSettings(LocalModelSettings):
+    """What a user sets for the hybrid answerer; model/pipeline.py documents each key. Parsed from text by
+    model/settings.parse_settings, validated here, recorded in the run manifest with every default."""
+
+    batch_size: int = 8  # most questions generated together; big questions go in smaller batches (token budget)
     series_metadata: bool = True
     max_channel_names: int = 1000
-    system_prompt: str | None = None
     image_dir: str | None = None
     toto: str | None = None  # Toto backbone directory (default: <model>/toto)
-    threads: int = 0  # CPU threads for torch (0: torch's default); the flow passes the actor's CPU count
     # HybridConfig overrides (None: the artifact's config.json value)
     long_context_policy: LongContextPolicy | None = None
     max_context_steps: int | None = None
     max_variates_per_chunk: int | None = None
     patches_per_spacewise_chunk: int | None = None
     nan_policy: NanPolicy | None = None
-    # GPU memory plan: budget per visible GPU (default: its total memory x gpu_memory_fraction), and the largest
-    # question's input tokens the plan keeps KV headroom for (default: two groups of 2,283 variates with their
-    # channel names listed, see model/placement.py).
-    gpu_memory_gib: float | None = None
-    gpu_memory_fraction: float = 0.92
-    max_question_tokens: int | None = None
     # "full": every variate and step; "reference": the published evaluation's reduced inputs (model/pipeline.py)
     input_policy: Literal["full", "reference"] = "full"
 
     PATHS: ClassVar[tuple[str, ...]] = ("model", "toto", "image_dir")  # made absolute by the driver
     ARTIFACTS: ClassVar[tuple[str, ...]] = ("model", "toto")  # their content is hashed into the run manifest
-    NOT_DEFINING: ClassVar[tuple[str, ...]] = ("threads", "gpu_memory_gib", "gpu_memory_fraction")
+    MODEL_REQUIRED: ClassVar[str] = "model: the Toto-1.0-QA artifact directory is required (`arfscore make-tiny-model DIR` writes a tiny one)"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError("model: the Toto-1.0-QA artifact directory is required (`arfscore make-tiny-model DIR` writes a tiny one)")
-        if self.device is not None and not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("max_new_tokens", "batch_size"):
-            _check_int(name, getattr(self, name))
+        super().__post_init__()
+        _check_int("batch_size", self.batch_size)
         _check_int("max_channel_names", self.max_channel_names, minimum=0)
-        _check_int("threads", self.threads, minimum=0)
-        for name in ("max_context_steps", "max_variates_per_chunk", "patches_per_spacewise_chunk", "max_question_tokens"):
+        for name in ("max_context_steps", "max_variates_per_chunk", "patches_per_spacewise_chunk"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name))
-        if self.gpu_memory_gib is not None and not self.gpu_memory_gib > 0:
-            raise ValueError(f"gpu_memory_gib must be > 0, got {self.gpu_memory_gib}")
-        _check_float("gpu_memory_fraction", self.gpu_memory_fraction, 0.05, 1.0)
 
     def config_overrides(self) -> dict[str, Any]:
         """The HybridConfig fields this run overrides."""
@@ -413,29 +427,18 @@ class HybridSettings:
 
 
 @dataclass(frozen=True)
-class VLMSettings:
-    """--answerer-opt KEY=VALUE for `--answerer vlm`."""
+class VLMSettings(LocalModelSettings):
+    """--answerer-opt KEY=VALUE for `--answerer vlm`: a Qwen3-VL checkpoint directory (config, weights, tokenizer,
+    preprocessor_config.json) as ``model``, and the plot's pixel bounds."""
 
-    model: str  # a Qwen3-VL checkpoint directory: config, weights, tokenizer, preprocessor_config.json
-    device: str | None = None
-    device_map: Literal["auto", "single"] = "auto"
-    dtype: Dtype = "auto"
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    shuffle_options: bool = False
-    system_prompt: str | None = None
     min_pixels: int = 4 * 32 * 32  # qwen-vl-utils' defaults for Qwen3-VL (image factor 32)
     max_pixels: int = 16384 * 32 * 32
-    threads: int = 0
-    gpu_memory_gib: float | None = None
-    gpu_memory_fraction: float = 0.92
-    max_question_tokens: int | None = None
 
     PATHS: ClassVar[tuple[str, ...]] = ("model",)
     ARTIFACTS: ClassVar[tuple[str, ...]] = ("model",)
-    NOT_DEFINING: ClassVar[tuple[str, ...]] = ("threads", "gpu_memory_gib", "gpu_memory_fraction")
+    MODEL_REQUIRED: ClassVar[str] = "model: a Qwen3-VL checkpoint directory is required"
 
     def __post_init__(self) -> None:
-        if not self.model.strip():
-            raise ValueError("model: a Qwen3-VL checkpoint directory is required")
-        if self.max_new_tokens < 1 or self.min_pixels < 1 or self.max_pixels < self.min_pixels:
-            raise ValueError("max_new_tokens and min_pixels must be >= 1 and max_pixels >= min_pixels")
+        super().__post_init__()
+        if self.min_pixels < 1 or self.max_pixels < self.min_pixels:
+            raise ValueError("min_pixels must be >= 1 and max_pixels >= min_pixels")

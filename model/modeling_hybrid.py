@@ -66,6 +66,12 @@ __all__ = [
     "RMSNorm",
     "TimeSeriesProjector",
     "VariateEmbedding",
+    "chat_text",
+    "cut_after_eos",
+    "eos_token_ids",
+    "image_placeholders",
+    "load_vlm",
+    "pad_token_id",
     "read_artifact_config",
     "resolve_device",
     "resolve_dtype",
@@ -179,6 +185,46 @@ class Generated:
     finished: bool
 
 
+def cut_after_eos(token_ids: Sequence[int], eos: Sequence[int]) -> Generated:
+    """Generated ids up to and including the first end-of-sequence token (padding after it dropped)."""
+    cut = next((position + 1 for position, token in enumerate(token_ids) if token in eos), None)
+    return Generated(list(token_ids[:cut] if cut is not None else token_ids), finished=cut is not None)
+
+
+def image_placeholders(tokens_per_image: Sequence[int]) -> str:
+    """Qwen's image parts as its chat template renders them: ``<|vision_start|>``, the image's pad tokens,
+    ``<|vision_end|>``, for each image."""
+    return "".join("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" for n in tokens_per_image)
+
+
+def chat_text(tokenizer: Any, prompt: str, system: str | None) -> str:
+    """One user turn (after the system message, if any) and the generation prompt, by the tokenizer's chat template
+    (plain text for a tokenizer without one)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return (f"{system}\n\n" if system else "") + prompt + "\n"
+
+
+def pad_token_id(tokenizer: Any, generation_config: Any) -> int:
+    """The padding id: the tokenizer's, else the generation config's, else end-of-sequence, else 0."""
+    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(generation_config, "pad_token_id", None),
+                      getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(candidate, int):
+            return candidate
+    return 0
+
+
+def eos_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
+    """End-of-sequence ids: the generation config's, else the tokenizer's."""
+    ids = getattr(generation_config, "eos_token_id", None)
+    if ids is None:
+        ids = getattr(tokenizer, "eos_token_id", None)
+    if ids is None:
+        return []
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
 @dataclass
 class HybridInputs:
     """One question's VLM input: [variate tokens..., (separator, variate tokens...), prompt tokens]."""
@@ -259,13 +305,7 @@ class HybridModel(nn.Module):
         """The chat-templated prompt (user turn + generation prompt) as token ids; ``n_images`` image placeholders
         (``<|vision_start|><|image_pad|><|vision_end|>`` each, one pad per image until build_inputs expands them)
         come first in the user turn, as Qwen's chat template renders image parts."""
-        if n_images:
-            prompt = "<|vision_start|><|image_pad|><|vision_end|>" * n_images + prompt
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = (f"{system}\n\n" if system else "") + prompt + "\n"
+        text = chat_text(self.tokenizer, image_placeholders([1] * n_images) + prompt, system)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def images_to_pixels(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -326,19 +366,10 @@ class HybridModel(nn.Module):
         )
 
     def _pad_id(self) -> int:
-        for candidate in (getattr(self.tokenizer, "pad_token_id", None), getattr(self.vlm.generation_config, "pad_token_id", None),
-                          getattr(self.tokenizer, "eos_token_id", None)):
-            if isinstance(candidate, int):
-                return candidate
-        return 0
+        return pad_token_id(self.tokenizer, self.vlm.generation_config)
 
     def _eos_ids(self) -> list[int]:
-        ids = getattr(self.vlm.generation_config, "eos_token_id", None)
-        if ids is None:
-            ids = getattr(self.tokenizer, "eos_token_id", None)
-        if ids is None:
-            return []
-        return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+        return eos_token_ids(self.tokenizer, self.vlm.generation_config)
 
     def collate(self, batch: Sequence[HybridInputs]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad several questions' inputs_embeds (pad embedding, attention 0) -> ([B, L, H], [B, L])."""
@@ -381,11 +412,7 @@ class HybridModel(nn.Module):
         settings.update(kwargs)
         output = self.vlm.generate(inputs_embeds=embeds, attention_mask=mask, **self._vision_kwargs(batch), **settings)
         sequences = output.sequences if hasattr(output, "sequences") else output
-        result: list[Generated] = []
-        for row in sequences.tolist():
-            cut = next((position + 1 for position, token in enumerate(row) if token in eos), None)
-            result.append(Generated(row[:cut] if cut is not None else row, finished=cut is not None))
-        return result
+        return [cut_after_eos(row, eos) for row in sequences.tolist()]
 
     @torch.inference_mode()
     def logits(self, batch: Sequence[HybridInputs]) -> torch.Tensor:
@@ -472,7 +499,7 @@ class HybridModel(nn.Module):
         torch_dtype = resolve_dtype(dtype if dtype is not None else config.dtype, target)
         toto = _load_toto(toto_dir, config, target, torch_dtype)
         vlm_dir = os.path.join(root, config.vlm_path)
-        vlm = _load_vlm(vlm_dir, torch_dtype, target, device_map)
+        vlm = load_vlm(vlm_dir, torch_dtype, target, device_map)
         model = cls(config, toto, vlm, _load_tokenizer(vlm_dir, root))
         for candidate in (vlm_dir, root):
             if os.path.isfile(os.path.join(candidate, "preprocessor_config.json")):
@@ -535,7 +562,7 @@ def _load_toto(toto_dir: str, config: HybridConfig, target: torch.device, dtype:
     return toto.to(device=target, dtype=dtype).eval()
 
 
-def _load_vlm(vlm_dir: str, dtype: torch.dtype, target: torch.device, device_map: dict[str, int | str] | None) -> nn.Module:
+def load_vlm(vlm_dir: str, dtype: torch.dtype, target: torch.device, device_map: dict[str, int | str] | None) -> nn.Module:
     """Qwen3-VL from ``vlm_dir``: on ``target``, or spread by an explicit ``device_map`` (loaded straight onto the
     GPUs through accelerate, never as a full copy in CPU memory)."""
     from transformers import Qwen3VLForConditionalGeneration

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["PARSE_STATUSES", "match_option", "parse_answer"]
+__all__ = ["PARSE_STATUSES", "match_option", "parse_answer", "parse_reply"]
 
 PARSE_STATUSES: tuple[str, ...] = ("json", "answer_line", "before_period", "raw", "unmatched")
 
@@ -89,6 +89,12 @@ def parse_answer(raw: str, options: Sequence[str]) -> tuple[str | None, str]:
         if chosen is not None:
             return chosen, status
     return None, "unmatched"
+
+
+def parse_reply(raw: str, options: Sequence[str], finished: bool) -> tuple[str | None, str]:
+    """:func:`parse_answer` of a model's reply; a reply cut off by the token limit (``finished`` False) has no
+    answer, whatever it says so far: (None, "truncated")."""
+    return parse_answer(raw, options) if finished else (None, "truncated")
 
 
 # ---------------------------------------------------------------------------------------------------- candidates

@@ -62,9 +62,9 @@ import torch
 
 from model.configuration import HybridSettings
 from model.modeling_hybrid import HybridInputs, HybridModel, read_artifact_config, resolve_device, resolve_dtype
-from model.parsing import parse_answer
+from model.parsing import parse_reply
 from model.placement import PlacementPlan, estimate_question_tokens, plan_placement, ts_module_bytes, visible_gpu_budgets
-from model.prompts import DEFAULT_MAX_NEW_TOKENS, NO_SHUFFLE, build_prompt, option_seed, shuffle_options
+from model.prompts import DEFAULT_MAX_NEW_TOKENS, build_prompt, question_options
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import SettingsError, parse_settings
 from model.toto_encoder import EncodedSeries
@@ -264,8 +264,7 @@ class HybridAnswerer:
 
     def _prepare(self, question: Question, series: Sequence[SeriesGroup]) -> _Prepared:
         started = time.perf_counter()
-        seed = option_seed(self.seed, question.question_id) if self.shuffle else NO_SHUFFLE
-        options, seed = shuffle_options(question.options, seed)
+        options, seed = question_options(question, self.seed, self.shuffle)
         notes: dict[str, str] = {"option_order_seed": str(seed)}
         if not options:
             return _Prepared(question, options, seed, None, started, time.perf_counter() - started, notes)
@@ -338,10 +337,8 @@ class HybridAnswerer:
             for item, generation in zip(ready, generated):
                 text = self.model.decode(generation.token_ids)
                 notes = dict(item.notes, batch_size=str(len(ready)))
-                if generation.finished:
-                    parsed, status = parse_answer(text, item.options)
-                else:  # cut off by max_new_tokens: whatever it says is not its answer
-                    parsed, status = None, "truncated"
+                parsed, status = parse_reply(text, item.options, generation.finished)
+                if not generation.finished:
                     notes["truncated_at"] = str(self.max_new_tokens)
                 out[id(item)] = Answer(
                     raw_response=text,

@@ -24,6 +24,8 @@ __all__ = [
     "build_prompt",
     "option_label",
     "option_seed",
+    "plotted_variates",
+    "question_options",
     "series_as_text",
     "shuffle_options",
 ]
@@ -105,6 +107,12 @@ def shuffle_options(options: Sequence[str], seed: int) -> tuple[list[str], int]:
     return shuffled, seed
 
 
+def question_options(question: Question, base_seed: int, shuffle: bool) -> tuple[list[str], int]:
+    """The options in the order an answerer shows them, and the seed to record: shuffled with the question's own
+    seed (:func:`option_seed`) when ``shuffle``, else as given (``NO_SHUFFLE``)."""
+    return shuffle_options(question.options, option_seed(base_seed, question.question_id) if shuffle else NO_SHUFFLE)
+
+
 # The system message API and VLM answerers send (the reference's drivers frame the task the same way).
 ARFBENCH_SYSTEM_PROMPT = (
     "You are an expert in analysing observability metrics (time series) during incidents. You are given one or two "
@@ -112,6 +120,12 @@ ARFBENCH_SYSTEM_PROMPT = (
     "Answer with exactly one of the given options."
 )
 PLOT_MAX_VARIATES = 20  # lines per plot for vision answerers (the most anomalous when there are more: tasks/plots.py)
+
+
+def plotted_variates(groups: Sequence[SeriesGroup]) -> int:
+    """Variates a vision answerer sees: the lines drawn in each group's plot."""
+    return sum(min(PLOT_MAX_VARIATES, group.n_variates) for group in groups)
+
 TEXT_MAX_POINTS = 240  # points per variate in a text rendering (bucket means)
 TEXT_MAX_VARIATES = 20  # variates per group in a text rendering (the most anomalous when there are more)
 

@@ -31,10 +31,19 @@ import torch
 
 from model.answerers import AnswererSpec
 from model.configuration import VLMSettings
-from model.modeling_hybrid import resolve_device, resolve_dtype
-from model.parsing import parse_answer
+from model.modeling_hybrid import (
+    chat_text,
+    cut_after_eos,
+    eos_token_ids,
+    image_placeholders,
+    load_vlm,
+    pad_token_id,
+    resolve_device,
+    resolve_dtype,
+)
+from model.parsing import parse_reply
 from model.placement import PlacementPlan, estimate_question_tokens, plan_placement, visible_gpu_budgets
-from model.prompts import ARFBENCH_SYSTEM_PROMPT, NO_SHUFFLE, PLOT_MAX_VARIATES, build_prompt, option_seed, shuffle_options
+from model.prompts import ARFBENCH_SYSTEM_PROMPT, build_prompt, plotted_variates, question_options
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import SettingsError, parse_settings
 
@@ -82,7 +91,7 @@ class VLMAnswerer:
     reads_plots = True
 
     def __init__(self, spec: AnswererSpec) -> None:
-        from transformers import AutoConfig, AutoTokenizer, Qwen3VLForConditionalGeneration
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         self.name, self.seed = spec.name, spec.seed
@@ -95,23 +104,15 @@ class VLMAnswerer:
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         self.plan: PlacementPlan | None = None
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if device.type == "cuda":
-            if settings.device_map == "auto":
-                config = AutoConfig.from_pretrained(settings.model)
-                question_tokens = settings.max_question_tokens or estimate_question_tokens(max_variates=0, max_channel_names=0, images=2)
-                self.plan = plan_placement(
-                    config, visible_gpu_budgets(settings.gpu_memory_gib, settings.gpu_memory_fraction), dtype=dtype,
-                    question_tokens=question_tokens, max_new_tokens=settings.max_new_tokens, batch_size=1,
-                )  # PlacementError with the sizes before any weight loads
-                kwargs["device_map"] = self.plan.device_map
-                print(f"arfscore vlm: GPU plan\n{self.plan.describe()}", flush=True)
-            else:
-                kwargs["device_map"] = {"": str(device)}
-        self.model = Qwen3VLForConditionalGeneration.from_pretrained(settings.model, **kwargs)
-        if "device_map" not in kwargs:
-            self.model = self.model.to(device)
-        self.model.eval()
+        if device.type == "cuda" and settings.device_map == "auto":
+            config = AutoConfig.from_pretrained(settings.model)
+            question_tokens = settings.max_question_tokens or estimate_question_tokens(max_variates=0, max_channel_names=0, images=2)
+            self.plan = plan_placement(
+                config, visible_gpu_budgets(settings.gpu_memory_gib, settings.gpu_memory_fraction), dtype=dtype,
+                question_tokens=question_tokens, max_new_tokens=settings.max_new_tokens, batch_size=1,
+            )  # PlacementError with the sizes before any weight loads
+            print(f"arfscore vlm: GPU plan\n{self.plan.describe()}", flush=True)
+        self.model = load_vlm(settings.model, dtype, device, self.plan.device_map if self.plan else None)
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model)
         self.processor = Qwen2VLImageProcessorPil.from_pretrained(settings.model)
         self.factor = int(getattr(self.processor, "patch_size", 16)) * int(getattr(self.processor, "merge_size", 2))
@@ -130,12 +131,8 @@ class VLMAnswerer:
         grid = processed["image_grid_thw"]
         merge = int(getattr(self.processor, "merge_size", 2))
         pads = [int(row.prod()) // (merge * merge) for row in grid]
-        prompt = "".join("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" for n in pads) + build_prompt(question, options)
-        messages = [{"role": "system", "content": self.settings.system_prompt or ARFBENCH_SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = f"{messages[0]['content']}\n\n{prompt}\n"
+        prompt = image_placeholders(pads) + build_prompt(question, options)
+        text = chat_text(self.tokenizer, prompt, self.settings.system_prompt or ARFBENCH_SYSTEM_PROMPT)
         ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]], device=self.device)
         dtype = self.model.get_input_embeddings().weight.dtype
         return {
@@ -146,26 +143,23 @@ class VLMAnswerer:
     @torch.inference_mode()
     def answer(self, question: Question, series: Sequence[SeriesGroup]) -> Answer:
         started = time.perf_counter()
-        seed = option_seed(self.seed, question.question_id) if self.settings.shuffle_options else NO_SHUFFLE
-        options, seed = shuffle_options(question.options, seed)
+        options, seed = question_options(question, self.seed, self.settings.shuffle_options)
         inputs = self._inputs(question, options, series)
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])] if eos is not None else []
+        config = self.model.generation_config
+        eos = eos_token_ids(self.tokenizer, config)
         output = self.model.generate(
-            **inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False, num_beams=1,
-            temperature=None, top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id or (eos_ids[0] if eos_ids else 0),
+            **inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False, num_beams=1, temperature=None, top_p=None,
+            top_k=None, pad_token_id=pad_token_id(self.tokenizer, config), **({"eos_token_id": eos} if eos else {}),
         )
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
-        cut = next((i + 1 for i, token in enumerate(new) if token in eos_ids), None)
-        tokens = new[:cut] if cut is not None else new
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        parsed, status = (parse_answer(text, options) if cut is not None else (None, "truncated"))
+        generated = cut_after_eos(output[0, inputs["input_ids"].shape[1]:].tolist(), eos)
+        text = self.tokenizer.decode(generated.token_ids, skip_special_tokens=True).strip()
+        parsed, status = parse_reply(text, options, generated.finished)
         variates, steps = sum(g.n_variates for g in series), sum(g.n_steps for g in series)
         return Answer(
             raw_response=text, parsed_answer=parsed, parse_status=status, latency_s=time.perf_counter() - started,
-            tokens_in=int(inputs["input_ids"].shape[1]), tokens_out=len(tokens), notes={"option_order_seed": str(seed)},
+            tokens_in=int(inputs["input_ids"].shape[1]), tokens_out=len(generated.token_ids), notes={"option_order_seed": str(seed)},
             inputs=InputUse(
-                variates_used=sum(min(PLOT_MAX_VARIATES, g.n_variates) for g in series), variates_total=variates, steps_used=steps,
+                variates_used=plotted_variates(series), variates_total=variates, steps_used=steps,
                 steps_total=steps, context_policy="plot", channels_total=variates, images_given=len(series),
             ),
         )

@@ -38,17 +38,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from model.answerers import AnswererSpec, register_answerer
 from model.errors import ArfscoreError
-from model.parsing import parse_answer
-from model.prompts import (
-    ARFBENCH_SYSTEM_PROMPT,
-    DEFAULT_MAX_NEW_TOKENS,
-    NO_SHUFFLE,
-    PLOT_MAX_VARIATES,
-    build_prompt,
-    option_seed,
-    series_as_text,
-    shuffle_options,
-)
+from model.parsing import parse_reply
+from model.prompts import ARFBENCH_SYSTEM_PROMPT, DEFAULT_MAX_NEW_TOKENS, build_prompt, plotted_variates, question_options, series_as_text
 from model.records import Answer, InputUse, Question, SeriesGroup
 from model.settings import parse_settings
 from tasks.storage import read_if_exists, result_filesystem, write_atomic
@@ -270,8 +261,7 @@ class OpenAIAnswerer:
     async def _one(self, client: Any, gate: asyncio.Semaphore, limits: list[TokenBucket | None], question: Question,
                    series: Sequence[SeriesGroup]) -> Answer:
         started = time.perf_counter()
-        seed = option_seed(self.seed, question.question_id) if self.settings.shuffle_options else NO_SHUFFLE
-        options, seed = shuffle_options(question.options, seed)
+        options, seed = question_options(question, self.seed, self.settings.shuffle_options)
         messages, seen = self._messages(question, options, series)
         key = self._key(messages)
         reply = await asyncio.to_thread(self.cache.get, key) if self.cache is not None else None
@@ -285,15 +275,12 @@ class OpenAIAnswerer:
                 reply = await self._call(client, messages, wanted)
             if self.cache is not None:
                 await asyncio.to_thread(self.cache.put, key, reply)
-        if reply["finish_reason"] == "length":
-            parsed, status = None, "truncated"
-        else:
-            parsed, status = parse_answer(reply["text"], options)
+        parsed, status = parse_reply(reply["text"], options, finished=reply["finish_reason"] != "length")
         prompt_tokens, completion_tokens = reply["prompt_tokens"], reply["completion_tokens"]
         cost = ((prompt_tokens or 0) * self.settings.price_in + (completion_tokens or 0) * self.settings.price_out) / 1e6
         variates = sum(g.n_variates for g in series)
         steps = sum(g.n_steps for g in series)
-        drawn = sum(min(PLOT_MAX_VARIATES, g.n_variates) for g in series)  # a plot draws at most that many lines
+        drawn = plotted_variates(series)
         shown = {"plot": drawn, "text": seen["variates_shown"], "both": max(drawn, seen["variates_shown"])}[self.settings.inputs]
         notes = {"option_order_seed": str(seed), "cache": "hit" if cached else "miss"}
         if seen["text_rule"]:

@@ -119,3 +119,19 @@ def test_on_cuda_the_vlm_is_planned_over_the_visible_gpus_before_any_weight_load
         create_answerer(AnswererSpec("vlm", params={"model": tiny_vlm, "device": "cuda", "gpu_memory_gib": "1"}))
     (kwargs,) = loads
     assert set(kwargs["device_map"].values()) <= {0, 1} and kwargs["dtype"] == torch.bfloat16
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ({"device": "gpu"}, "device must be cpu, cuda or cuda:N"), ({"threads": "-3"}, "threads must be >= 0"),
+    ({"gpu_memory_fraction": "5"}, "gpu_memory_fraction must be in"), ({"gpu_memory_gib": "-1"}, "gpu_memory_gib must be > 0"),
+    ({"max_new_tokens": "0"}, "max_new_tokens must be >= 1"), ({"max_pixels": "10"}, "max_pixels >= min_pixels"),
+])
+def test_vlm_settings_are_checked_like_the_hybrids_before_anything_loads(setting, fragment):
+    from model.configuration import HybridSettings, VLMSettings
+    from model.settings import SettingsError, parse_settings
+
+    with pytest.raises(SettingsError, match=fragment):
+        parse_settings(VLMSettings, {"model": "m", **setting}, "vlm")
+    if "pixels" not in fragment:
+        with pytest.raises(SettingsError, match=fragment):
+            parse_settings(HybridSettings, {"model": "m", **setting}, "hybrid")
