@@ -11,7 +11,10 @@ Questions, from windows of one day (1,440 steps) on the 60 s grid (gaps are miss
   inside or after it ("Not resolved"). Negative windows hold no labelled point (answers "No ..." / "No anomaly").
 - multivariate groups (a positive window of one KPI beside normal windows of 3-7 other KPIs of the same split, on
   one time grid): Anomaly Presence and Identification ("which of the listed channels").
-Distractor timestamps are drawn from the same distribution as true ones (tasks/synthetic.py's rule).
+Distractor timestamps are drawn uniformly over 10-85% of the window, as true starts are; true ends fall later, so an
+End question's latest timestamp is right more often than its share. The options-only audit (tasks/giveaways.py) on
+the held-out part: End chance 0.288, options-only 0.288; Start 0.275 / 0.275 (uniform 0.2): no leak beyond how often
+each answer class is right.
 
 Series are split by id (a hash) into a calibration part and a held-out part. Calibration chooses the stat
 answerer's false-alarm rate (the `false_alarm_rate` setting: its detection thresholds come from each series' own
@@ -43,12 +46,19 @@ sys.path.insert(0, ROOT)
 from model.answerers import AnswererSpec, answer_priors, create_answerer  # noqa: E402
 from tasks.corpus import load_corpus  # noqa: E402
 from tasks.metrics import compute_metrics  # noqa: E402
-from tasks.synthetic import BEFORE_EARLIEST, NO_ANOMALY, NO_CHANNEL, NOT_RESOLVED, PRESENCE_NO, PRESENCE_YES  # noqa: E402
+from tasks.synthetic import (  # noqa: E402
+    BEFORE_EARLIEST,
+    NO_ANOMALY,
+    NO_CHANNEL,
+    NOT_RESOLVED,
+    PRESENCE_NO,
+    PRESENCE_YES,
+    TIER_OF_CATEGORY,
+)
 
 WINDOW = 1440
 INTERVAL_S = 60
 CATEGORIES = ("Anomaly Presence", "Anomaly Start", "Anomaly End", "Anomaly Identification")
-TIER = {"Anomaly Presence": "Tier 1", "Anomaly Start": "Tier 2", "Anomaly End": "Tier 2", "Anomaly Identification": "Tier 2"}
 
 
 def load_series(path: str) -> tuple[int, np.ndarray, np.ndarray]:
@@ -163,7 +173,7 @@ class CorpusWriter:
 
     def question(self, category: str, text: str, options: list[str], correct: str, group_id: str) -> None:
         self.rows.append({
-            "question": text, "task_category": category, "difficulty": TIER[category],
+            "question": text, "task_category": category, "difficulty": TIER_OF_CATEGORY[category],
             "options_str": json.dumps(options), "correct_answer": correct, "query_group": group_id,
         })
 

@@ -7,7 +7,7 @@ how often an option is right given everything the question's text shows (the opt
 the list, its length rank, whether a timestamp falls on a round tenth of the window the caption describes) and
 picks the likeliest option on another corpus.
 If it beats chance, the options leak the answer (e.g. distractor timestamps on a regular grid the true one never
-lands on). tests/test_synthetic.py holds the synthetic generator to this; benchmarks/accuracy.py prints it.
+lands on). tests/test_synthetic.py holds the synthetic generator to this and prints the table (pytest -s).
 """
 
 from __future__ import annotations
