@@ -12,16 +12,17 @@ from __future__ import annotations
 import base64
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from model.records import Question
 from tasks import plots
-from tasks.corpus import load_corpus
-from tasks.intervals import DEFAULT_BOOTSTRAP
+from tasks.corpus import Corpus, load_corpus
+from tasks.intervals import DEFAULT_BOOTSTRAP, compare_runs
 from tasks.metrics import _as_options, bin_answer
-from tasks.report import compare_report, read_leaderboard, with_interval
+from tasks.report import read_leaderboard, with_interval
 from tasks.store import open_views, read_answers
 
 __all__ = ["write_html_report"]
@@ -80,13 +81,13 @@ def _intervals(frame: pd.DataFrame, column: str) -> list[str]:
     return [with_interval(*v) for v in zip(frame[column], frame[f"{column}_lo"], frame[f"{column}_hi"])]
 
 
-def _comparison_section(out: str, runs: Sequence[str], resamples: int) -> str:
+def _comparison_section(answers_of: Mapping[str, pd.DataFrame], runs: Sequence[str], resamples: int) -> str:
     if len(runs) < 2:
         return '<h2 id="comparison">Comparison</h2><p class="note">Choose two or more runs to compare them.</p>'
     parts = ['<h2 id="comparison">Comparison with the first run</h2>']
     for other in runs[1:]:
-        result = compare_report(out, runs[0], other, resamples)
-        table = result["table"]
+        table = compare_runs(answers_of[runs[0]], answers_of[other], resamples)
+        overall = table[table["scope"] == "overall"].iloc[0]
         shown = pd.DataFrame({
             "scope": table["scope"], "key": table["key"], "n": table["n"],
             f"accuracy {runs[0]}": table["accuracy_a"].map("{:.3f}".format), f"accuracy {other}": table["accuracy_b"].map("{:.3f}".format),
@@ -97,7 +98,8 @@ def _comparison_section(out: str, runs: Sequence[str], resamples: int) -> str:
         })
         parts.append(f'<h3 id="{_anchor("compare", runs[0], other)}">{html.escape(other)} vs {html.escape(runs[0])}</h3>')
         parts.append(_table(shown, text_columns=("scope", "key")))
-        parts.append(f'<p class="note">{len(result["flipped"])} question(s) flipped between the runs.</p>')
+        flipped = int(overall["right_only_a"] + overall["right_only_b"])
+        parts.append(f'<p class="note">{flipped} question(s) flipped between the runs.</p>')
     return "".join(parts)
 
 
@@ -115,8 +117,11 @@ def _confusions(answers: pd.DataFrame) -> list[tuple[str, bytes]]:
     return images
 
 
-def _drilldowns(con: Any, answers: pd.DataFrame, run: str, limit: int) -> tuple[list[str], list[str]]:
-    """(links to the wrong answers, the drilldown sections) of one run."""
+def _drilldowns(
+    con: Any, answers: pd.DataFrame, run: str, limit: int, corpora: dict[str, tuple[Corpus, dict[int, Question]] | Exception]
+) -> tuple[list[str], list[str]]:
+    """(links to the wrong answers, the drilldown sections) of one run. ``corpora``: corpora loaded so far by
+    location (runs usually share one), with their questions by id, or why one could not be read."""
     wrong = answers[~answers["is_correct"].astype(bool)].sort_values("question_id")
     links = [
         f'<a href="#{_anchor("drill", run, q)}">{q}</a>' if position < limit else str(q)
@@ -125,13 +130,22 @@ def _drilldowns(con: Any, answers: pd.DataFrame, run: str, limit: int) -> tuple[
     if wrong.empty or limit <= 0:
         return links, []
     corpus_location = con.execute("select corpus from stg_runs where run_id = ?", [run]).fetchone()
-    try:
-        corpus = load_corpus(corpus_location[0]) if corpus_location else None
-    except Exception as error:  # the report still goes out, with the reason
-        return links, [f'<p class="note">No drilldowns for {html.escape(run)}: corpus unreadable ({html.escape(str(error))})</p>']
+    corpus, by_id = None, {}
+    if corpus_location:
+        location = corpus_location[0]
+        if location not in corpora:
+            try:
+                loaded = load_corpus(location)
+                corpora[location] = (loaded, {q.question_id: q for q in loaded.questions})
+            except Exception as error:  # the report still goes out, with the reason
+                corpora[location] = error
+        if isinstance(corpora[location], Exception):
+            reason = html.escape(str(corpora[location]))
+            return links, [f'<p class="note">No drilldowns for {html.escape(run)}: corpus unreadable ({reason})</p>']
+        corpus, by_id = corpora[location]
     sections = []
     for row in wrong.head(limit).itertuples():
-        question = next((q for q in corpus.questions if q.question_id == row.question_id), None) if corpus else None
+        question = by_id.get(row.question_id)
         title = f"{html.escape(run)}: question {row.question_id} ({html.escape(str(row.category))})"
         header = f'<h4 id="{_anchor("drill", run, row.question_id)}">{title}</h4>'
         if question is None:
@@ -172,13 +186,15 @@ def write_html_report(
             **{"accuracy [95% CI]": _intervals(cells, "accuracy"), "macro F1 [95% CI]": _intervals(cells, "macro_f1")}
         )[["run_id", "category", "tier", "n", "accuracy [95% CI]", "macro F1 [95% CI]", "invalid"]]
         sections.append('<h2 id="categories">Categories and tiers</h2>' + _table(category_table, "categories", ("run_id", "category", "tier")))
-        sections.append(_comparison_section(out, runs, resamples))
+        answers_of = {run: read_answers(out, run) for run in runs}
+        sections.append(_comparison_section(answers_of, runs, resamples))
         sections.append('<h2 id="plots">Plots</h2>' + _img(plots.accuracy_by_category(per_category), "accuracy per category")
                         + _img(plots.category_tier_heatmap(cells), "category x tier heatmap"))
         quotas = [max_drilldown // len(runs) + (1 if index < max_drilldown % len(runs) else 0) for index in range(len(runs))]
+        corpora: dict[str, tuple[Corpus, dict[int, Question]] | Exception] = {}
         for run, quota in zip(runs, quotas):
-            answers = read_answers(out, run)
-            links, drills = _drilldowns(con, answers, run, quota)
+            answers = answers_of[run]
+            links, drills = _drilldowns(con, answers, run, quota, corpora)
             confusion = "".join(_img(png, f"confusion {category}") for category, png in _confusions(answers))
             n_wrong = int((~answers["is_correct"].astype(bool)).sum())
             sections.append(
