@@ -354,15 +354,15 @@ def _inflation_profile(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
         counts = valid[:, : full * b].reshape(rows, full, b).sum(axis=2)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where(counts >= b / 2, zf[:, : full * b].reshape(rows, full, b).sum(axis=2) / np.maximum(counts, 1), np.nan)
-            factor = b * np.square(_robust_scale_from_diffs(np.diff(means, axis=1)) / _robust_scale_from_diffs(_lag_differences(lagged, b)))
+            factor = b * np.square(_robust_scale_from_diffs(_lag_differences(means, 1)) / _robust_scale_from_diffs(_lag_differences(lagged, b)))
         profile[:, index] = np.where(np.isfinite(factor), factor, 1.0)
     profile = np.maximum.accumulate(np.clip(profile, 1.0, 1000.0), axis=1)
     return profile
 
 
 def _lag_differences(lagged: np.ndarray, lag: int) -> np.ndarray:
-    """x[t + lag] - x[t] per row, at most _PROFILE_SAMPLE of them (evenly strided t): a robust scale needs no
-    more, and every one of 40,000 steps at 14 scales would cost seconds per group."""
+    """x[t + lag] - x[t] per row (of points, or of block means at lag 1), at most _PROFILE_SAMPLE of them (evenly
+    strided t): a robust scale needs no more, and every one of 40,000 steps at 14 scales costs seconds a group."""
     starts = lagged.shape[1] - lag
     stride = max(1, -(-starts // _PROFILE_SAMPLE))
     return lagged[:, lag::stride][:, : -(-starts // stride)] - lagged[:, : starts : stride]
