@@ -313,16 +313,13 @@ def plan_placement(
     memory = MemoryModel.from_config(vlm_config, dtype)
     per_question = (question_tokens or estimate_question_tokens()) + max_new_tokens
     planner = _Planner(model, budgets, memory, ts_bytes, dtype)
-    best = planner.plan(per_question)
-    if best is None:
-        raise PlacementError(_does_not_fit(planner, per_question, dtype))
-    budget = per_question
     high = per_question * max(1, batch_size)
-    wanted = planner.plan(high)
-    if wanted is not None:
-        best, budget = wanted, high
-    else:  # the largest batch token budget that fits, to a few percent
-        low = per_question
+    best, budget = planner.plan(high), high  # the whole batch fits: one plan (each may search several device maps)
+    if best is None:
+        best, budget = planner.plan(per_question), per_question
+        if best is None:
+            raise PlacementError(_does_not_fit(planner, per_question, dtype))
+        low = per_question  # the largest batch token budget that fits, to a few percent
         while high - low > max(256, per_question // 16):
             middle = (low + high) // 2
             found = planner.plan(middle)

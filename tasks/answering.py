@@ -120,6 +120,12 @@ class ShardResult:
     node_id: str | None
     path: str | None = None
 
+    @classmethod
+    def of_table(cls, index: int, table: pa.Table, seconds: float, node_id: str | None, path: str | None = None) -> ShardResult:
+        """A shard's counts from its answer rows."""
+        n_error = sum(status == "error" for status in table.column("status").to_pylist())
+        return cls(index, table.num_rows, table.num_rows - n_error, n_error, seconds, node_id, path)
+
 
 class QuestionTimeout(Exception):
     pass
@@ -332,9 +338,7 @@ class ShardWorker:
     def run_shard(self, shard: Shard, attempts: int = 1) -> tuple[ShardResult, pa.Table]:
         started = time.perf_counter()
         table = self.answer_table(shard.question_ids, attempts)
-        n_error = sum(status == "error" for status in table.column("status").to_pylist())
-        result = ShardResult(shard.index, table.num_rows, table.num_rows - n_error, n_error, time.perf_counter() - started, self.node_id)
-        return result, table
+        return ShardResult.of_table(shard.index, table, time.perf_counter() - started, self.node_id), table
 
 
 def _remote_actor_class():
@@ -590,8 +594,7 @@ class _ShardScheduler:
         if len(split.tables) == len(split.shard.question_ids):
             table = pa.concat_tables([split.tables[qid] for qid in split.shard.question_ids])
             path = write_shard(table, self.out, self.run_id, split.shard.index)
-            n_error = sum(status == "error" for status in table.column("status").to_pylist())
-            self._finish(ShardResult(split.shard.index, table.num_rows, table.num_rows - n_error, n_error, 0.0, None, path))
+            self._finish(ShardResult.of_table(split.shard.index, table, 0.0, None, path))
 
 
 def answer_shards(

@@ -94,10 +94,15 @@ class OpenAISettings:
         if self.max_retries < 0 or self.timeout_s <= 0 or self.temperature < 0 or self.price_in < 0 or self.price_out < 0:
             raise ValueError("max_retries, price_in and price_out must be >= 0, timeout_s > 0, temperature >= 0")
 
+    @property
+    def batch_size(self) -> int:
+        """Questions an actor hands the answerer at once: enough to keep max_concurrency requests in flight."""
+        return 4 * self.max_concurrency
+
     def shard_size_hint(self) -> int:
         """Questions per shard by default: an actor's requests in flight are bounded by its shard's questions, so
-        4 x max_concurrency (what an actor hands the answerer at once), within [16, 512]."""
-        return min(512, max(16, 4 * self.max_concurrency))
+        one batch, within [16, 512]."""
+        return min(512, max(16, self.batch_size))
 
 
 class TokenBucket:
@@ -185,7 +190,7 @@ class OpenAIAnswerer:
         self.seed = spec.seed
         self.settings: OpenAISettings = parse_settings(OpenAISettings, dict(spec.params), spec.name)
         self.reads_plots = self.settings.inputs in ("plot", "both")
-        self.batch_size = max(2, 4 * self.settings.max_concurrency)  # actors hand this many questions at once (at most a shard)
+        self.batch_size = self.settings.batch_size  # actors hand this many questions at once (at most a shard)
         cache_dir = self.settings.cache_dir
         self.cache = ResponseCache(cache_dir) if cache_dir and cache_dir.lower() != "none" else None
         self.calls = 0  # requests sent (cache hits send none)
