@@ -15,21 +15,15 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 from model.records import Question
-from tasks.metrics import bin_answer
+from tasks.metrics import bin_answer, option_timestamp
 
 __all__ = ["chance_and_options_only"]
 
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-
-
 def _seconds(option: str) -> int | None:
-    match = _TIMESTAMP.search(option)
-    if match is None:
-        return None
-    return int(datetime.strptime(match.group(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    stamp = option_timestamp(option)
+    return int(stamp.timestamp()) if stamp is not None else None
 
 
 _CAPTION = re.compile(r"one point every (\d+) seconds, from (\S+ \S+) to (\S+ \S+)")

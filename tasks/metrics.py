@@ -38,6 +38,7 @@ import math
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,12 @@ def _bin_magnitude(text: str, options: Sequence[str], *, reference_compatible: b
     if idx == 1:
         return "small"
     return "large" if idx == len(magnitudes) - 1 else "medium"
+
+
+def option_timestamp(text: str) -> datetime | None:
+    """The first "YYYY-MM-DD HH:MM:SS" in an option or answer, as a UTC time (ARFBench's timestamps are UTC)."""
+    match = _TIMESTAMP.search(text)
+    return datetime.strptime(match.group(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc) if match else None
 
 
 def _timestamps(options: Sequence[str], special: str) -> list[str]:

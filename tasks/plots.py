@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 import matplotlib
 
@@ -25,6 +23,7 @@ import pandas as pd  # noqa: E402
 
 from model.prompts import PLOT_MAX_VARIATES  # noqa: E402
 from model.records import SeriesGroup  # noqa: E402
+from tasks.metrics import option_timestamp  # noqa: E402
 
 __all__ = [
     "MAX_POINTS_PER_VARIATE",
@@ -41,13 +40,13 @@ __all__ = [
 
 MAX_POINTS_PER_VARIATE = 2000  # a plotted line never has more points (min/max envelope beyond that)
 MAX_DRAWN_VARIATES = 8
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 _METADATA = {"Software": "arfscore", "Creation Time": None}  # no timestamp in the file: same input, same bytes
 
 
-def _png(figure: plt.Figure) -> bytes:
+def _png(figure: plt.Figure, tight: bool = True) -> bytes:
+    """The figure as PNG bytes (closed after); ``tight`` crops to the drawn content, else the figure's own size."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=_METADATA)
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight" if tight else None, metadata=_METADATA)
     plt.close(figure)
     return buffer.getvalue()
 
@@ -164,10 +163,9 @@ def plot_series(
             else:
                 axes.fill_between(when, low, high, alpha=0.5 if colour else 0.25, color=colour, label=name[:60], lw=0)
         for text, colour, label in marks:
-            stamp = _TIMESTAMP.search(text)
-            if stamp:
-                moment = np.datetime64(datetime.strptime(stamp.group(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).replace(tzinfo=None))
-                axes.axvline(moment, color=colour, ls="--", lw=1.5, label=label)
+            stamp = option_timestamp(text)
+            if stamp is not None:
+                axes.axvline(np.datetime64(stamp.replace(tzinfo=None)), color=colour, ls="--", lw=1.5, label=label)
         axes.set_title(f"{group.group_id} ({rule})", fontsize=8)
         axes.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
         axes.legend(fontsize=6, loc="upper left", ncol=2)
@@ -218,7 +216,4 @@ def arfbench_plot(group: SeriesGroup) -> bytes:
         tick.set_horizontalalignment("right")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata=_METADATA)  # fixed size: no bbox_inches="tight"
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure, tight=False)  # the benchmark's fixed size
