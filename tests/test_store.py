@@ -31,7 +31,7 @@ from tasks.store import (
     written_shards,
 )
 
-VIEWS = {"stg_answers", "stg_metrics", "stg_runs", "leaderboard", "category_tier", "confusion", "run_diff"}
+VIEWS = {"stg_answers", "stg_metrics", "stg_runs", "leaderboard", "category_tier", "confusion", "run_diff", "answer_pairs", "paired_diff"}
 ASSERTS = {
     "assert_unique_answer_per_question",
     "assert_valid_status",

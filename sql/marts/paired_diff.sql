@@ -5,25 +5,9 @@
 -- category F1 (stg_metrics). The paired 95% bootstrap intervals of the differences come from `arfscore compare`.
 with
 
-answers as (
+pairs as (
 
-    select * from stg_answers
-
-),
-
-answer_pairs as (
-
-    select
-        a.run_id as run_a,
-        b.run_id as run_b,
-        coalesce(a.category, b.category) as category,
-        a.is_correct as correct_a,
-        b.is_correct as correct_b
-
-    from answers as a
-    inner join answers as b
-        on a.question_id = b.question_id
-        and a.run_id < b.run_id
+    select * from answer_pairs
 
 ),
 
@@ -39,7 +23,7 @@ per_category as (
         count(*) filter (where correct_a and not correct_b) as right_only_a,
         count(*) filter (where correct_b and not correct_a) as right_only_b
 
-    from answer_pairs
+    from pairs
     group by grouping sets ((run_a, run_b, category), (run_a, run_b))
 
 ),
